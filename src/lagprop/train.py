@@ -1,0 +1,298 @@
+"""Training: the Lagrangian methods and backpropagation behind one loop.
+
+A :class:`Trainer` walks the training set in mini-batches (``batch_size=0``: the whole set
+in a fixed order, Algorithm 1 proper).  For the Lagrangian methods each batch is::
+
+    x      <- stored x (state='stored') or the forward pass (state='predicted')
+    lambda <- stored lambda (lambda_init='stored') or 0
+    K times: relaxation step (x descent, lambda ascent; dynamics.relax_step)
+    one weight step with dL/dw at the relaxed state (any torch.optim optimizer)
+    store x and lambda back
+
+so full batch, stored state and K = 1 is exactly Algorithm 1.  ``backprop`` takes one
+optimizer step per batch on the same network, loss, initial weights, data order and
+optimizer.  The same seed gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data import Dataset
+from .dynamics import Dynamics, forward_state, relax_step, weight_grads, zero_state
+from .errors import ConfigError, DivergenceError
+from .lagrangian import loss_value
+from .network import Network
+from .state import ExampleState, L1Weights
+
+LAGRANGIAN_METHODS = ("mdmm", "bdmm")
+METHODS = ("mdmm", "bdmm", "backprop")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved with every run)."""
+
+    method: str = "mdmm"
+    epochs: int = 30
+    batch_size: int = 64          # 0: the whole training set (Algorithm 1 proper)
+    optimizer: str = "adam"       # any torch.optim class name, case-insensitive
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    mu_x: float = 0.5
+    mu_lambda: float = 0.5
+    rho: float = 1.0              # MDMM's augmented term; bdmm forces 0
+    relax_steps: int = 2          # K relaxation steps per weight step
+    state: str = "predicted"      # 'predicted' (x by a forward pass) or 'stored'
+    lambda_init: str = "stored"   # 'stored' (kept between visits) or 'zero'
+    x_init: str = "forward"       # first visit of a stored x: 'forward' or 'zero'
+    loss: str = "ce"
+    l1: float = 0.0
+    l1_mode: str = "prox"
+    seed: int = 0
+    tol_violation: float = 0.0    # stop when mean G^2 falls below (0: off)
+    tol_grad: float = 0.0         # ... and mean |dL/dx| below (0: off)
+    max_violation: float = 1e6    # mean G^2 above this counts as divergence
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.method not in METHODS + tuple(_EXTRA_METHODS):
+            raise ConfigError(f"unknown method {self.method!r}; choose one of "
+                              f"{', '.join(METHODS + tuple(_EXTRA_METHODS))}")
+        if self.epochs < 0:
+            raise ConfigError(f"--epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 0:
+            raise ConfigError(f"--batch-size must be >= 0 (0 = the whole training set), got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if self.relax_steps < 1:
+            raise ConfigError(f"--relax-steps must be >= 1, got {self.relax_steps}")
+        if self.state not in ("predicted", "stored"):
+            raise ConfigError("--state must be 'predicted' or 'stored'")
+        if self.lambda_init not in ("stored", "zero"):
+            raise ConfigError("--lambda-init must be 'stored' or 'zero'")
+        if self.x_init not in ("forward", "zero"):
+            raise ConfigError("--x-init must be 'forward' or 'zero'")
+        if self.l1 < 0 or not math.isfinite(self.l1):
+            raise ConfigError(f"--l1 must be >= 0, got {self.l1}")
+        self.dynamics()
+
+    def dynamics(self) -> Dynamics:
+        rho = 0.0 if self.method == "bdmm" else self.rho
+        return Dynamics(self.mu_x, self.mu_lambda, rho, self.loss, self.l1_mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Methods registered by other modules (e.g. the local engine): name -> step factory.
+_EXTRA_METHODS: dict[str, Callable[["Trainer"], Callable[[Tensor | None], None]]] = {}
+
+
+def register_method(name: str, factory: Callable[["Trainer"], Callable[[Tensor | None], None]]) -> None:
+    """Make ``factory(trainer)`` -> ``step(idx)`` available as ``TrainConfig.method = name``."""
+    _EXTRA_METHODS[name] = factory
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    names = {n.lower(): n for n in dir(torch.optim)
+             if isinstance(getattr(torch.optim, n), type)
+             and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)}
+    cls_name = names.get(cfg.optimizer.lower())
+    if cls_name is None:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose a torch.optim class "
+                          f"such as adam, sgd, adamw, rmsprop")
+    return getattr(torch.optim, cls_name)(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def targets(ds: Dataset, y: np.ndarray) -> np.ndarray:
+    """One-hot targets for classification, the values (as columns) for regression."""
+    if ds.n_classes is not None:
+        out = np.zeros((len(y), ds.n_classes), np.float32)
+        out[np.arange(len(y)), y] = 1
+        return out
+    return y.reshape(len(y), -1).astype(np.float32)
+
+
+class Trainer:
+    """Trains ``net`` on ``data`` as ``cfg`` says; see the module docstring."""
+
+    def __init__(self, net: Network, data: Dataset, cfg: TrainConfig) -> None:
+        cfg.validate()
+        if net.num_arcs() == 0:
+            raise ConfigError("the network has no arcs to learn")
+        if data.n_inputs != len(net.graph.inputs) or data.n_outputs != len(net.graph.outputs):
+            raise ConfigError(f"the data has {data.n_inputs} inputs and {data.n_outputs} outputs but "
+                              f"the graph has {len(net.graph.inputs)} and {len(net.graph.outputs)}")
+        if cfg.method == "backprop" and not net.acyclic:
+            raise ConfigError("backprop needs a feed-forward pass, and this graph has a cycle; "
+                              "use --method mdmm, which trains cyclic graphs")
+        self.cfg, self.net, self.data = cfg, net, data
+        self.device = net.device
+        dt = net.dtype
+        self.X = torch.as_tensor(data.X_train, dtype=dt, device=self.device)
+        self.Y = torch.as_tensor(targets(data, data.y_train), dtype=dt, device=self.device)
+        self.Xt = torch.as_tensor(data.X_test, dtype=dt, device=self.device)
+        self.Yt = torch.as_tensor(targets(data, data.y_test), dtype=dt, device=self.device)
+        self.n = len(self.X)
+        self.opt = make_optimizer(cfg, net.parameters())
+        self.dyn = cfg.dynamics()
+        self.epoch = 0
+        self.seconds = 0.0
+        self.history: list[dict[str, float]] = []
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.alpha = L1Weights(net, cfg.l1, self.n) if cfg.l1 else None
+        self.state: ExampleState | None = None
+        if cfg.method in LAGRANGIAN_METHODS or cfg.method in _EXTRA_METHODS:
+            self.state = ExampleState(net, self.n, keep_x=cfg.state == "stored",
+                                      keep_lambda=cfg.lambda_init == "stored")
+        if cfg.method in _EXTRA_METHODS:
+            self._step = _EXTRA_METHODS[cfg.method](self)
+        elif cfg.method == "backprop":
+            self._step = self._backprop_step
+        else:
+            self._step = self._lagrangian_step
+        self._acc: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------- the steps
+    def batch(self, idx: Tensor | None) -> tuple[Tensor, Tensor]:
+        return (self.X, self.Y) if idx is None else (self.X[idx], self.Y[idx])
+
+    def _lagrangian_step(self, idx: Tensor | None) -> None:
+        net, cfg, dyn, st = self.net, self.cfg, self.dyn, self.state
+        x_in, y = self.batch(idx)
+        x_in = net.split_inputs(x_in)
+        with torch.no_grad():
+            base = net.input_contribution(x_in)
+            if cfg.state == "stored":
+                xs = [x_in] + st.get_x(idx)[1:]
+                fresh = ~st.visited if idx is None else ~st.visited[idx]
+                if bool(fresh.any()):
+                    init = forward_state(net, x_in, base) if cfg.x_init == "forward" else zero_state(net, x_in)
+                    xs = [x_in] + [torch.where(fresh[:, None], i, s) for i, s in zip(init[1:], xs[1:])]
+            else:
+                xs = forward_state(net, x_in, base)
+            lams = st.get_lambda(idx) if cfg.lambda_init == "stored" else [None] + [
+                torch.zeros_like(t) for t in xs[1:]]
+            alpha = self.alpha.for_batch(len(net.groups), idx) if self.alpha else None
+            for _ in range(cfg.relax_steps):
+                xs, lams = relax_step(net, xs, lams, y, dyn, alpha, base)
+            terms = weight_grads(net, xs, lams, dyn, base)
+            self._accumulate(terms.G, xs, y)
+            st.put(idx, xs if cfg.state == "stored" else None,
+                   lams if cfg.lambda_init == "stored" else None)
+        self.opt.step()
+
+    def _backprop_step(self, idx: Tensor | None) -> None:
+        x_in, y = self.batch(idx)
+        self.opt.zero_grad(set_to_none=True)
+        loss = loss_value(self.cfg.loss, self.net(x_in), y).mean()
+        loss.backward()
+        self.opt.step()
+
+    def _accumulate(self, G: list, xs: list, y: Tensor) -> None:
+        g2 = sum((G[g] ** 2).sum() for g in range(1, len(G)))
+        self._acc["g2"] = self._acc.get("g2", 0) + g2
+        self._acc["count"] = self._acc.get("count", 0) + xs[0].shape[0] * sum(self.net.sizes[1:])
+
+    # ------------------------------------------------------------- the loop
+    def batches(self) -> list[Tensor | None]:
+        bs = self.cfg.batch_size
+        if bs == 0:
+            return [None]
+        perm = torch.randperm(self.n, generator=self.shuffle_gen).to(self.device)
+        return list(perm.split(bs))
+
+    def train_epoch(self) -> dict[str, float]:
+        self._acc = {}
+        start = time.perf_counter()
+        for k, idx in enumerate(self.batches()):
+            self._step(idx)
+            if k % 50 == 49:
+                self._check_finite()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.epoch += 1
+        metrics = self.evaluate()
+        metrics["epoch"] = self.epoch
+        metrics["seconds"] = self.seconds
+        self.history.append(metrics)
+        self._check_divergence(metrics)
+        return metrics
+
+    def fit(self, epochs: int | None = None,
+            callback: Callable[["Trainer", dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+        """Train until ``epochs`` (total, counting earlier ones) or the tolerances are met."""
+        target = self.cfg.epochs if epochs is None else epochs
+        while self.epoch < target:
+            m = self.train_epoch()
+            if callback is not None:
+                callback(self, m)
+            if self.cfg.tol_violation > 0 and m["constraint_violation"] <= self.cfg.tol_violation and (
+                    self.cfg.tol_grad <= 0 or m.get("grad_x", 0) <= self.cfg.tol_grad):
+                break
+        return self.history
+
+    # ------------------------------------------------------------- metrics
+    @torch.no_grad()
+    def predict_outputs(self, X: Tensor) -> Tensor:
+        out = []
+        for chunk in X.split(8192):
+            out.append(self.net(chunk))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        m: dict[str, float] = {}
+        for split, X, Y in (("train", self.X, self.Y), ("test", self.Xt, self.Yt)):
+            out = self.predict_outputs(X)
+            m[f"{split}_loss"] = float(loss_value(self.cfg.loss, out, Y).mean())
+            if self.data.n_classes is not None:
+                m[f"{split}_accuracy"] = float((out.argmax(1) == Y.argmax(1)).float().mean())
+            else:
+                m[f"{split}_mse"] = float(((out - Y) ** 2).mean())
+        if "count" in self._acc:
+            m["constraint_violation"] = float(self._acc["g2"]) / self._acc["count"]
+        else:
+            m["constraint_violation"] = 0.0
+        return m
+
+    def _check_finite(self) -> None:
+        bad = [n for n, p in self.net.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            self._diverged(f"weights {bad[0]} became NaN or infinite")
+
+    def _check_divergence(self, m: dict[str, float]) -> None:
+        vals = [v for k, v in m.items() if k.endswith(("loss", "violation"))]
+        if not all(math.isfinite(v) for v in vals):
+            self._diverged("the loss or the constraint violation became NaN or infinite")
+        if m["constraint_violation"] > self.cfg.max_violation:
+            self._diverged(f"the constraint violation exploded to {m['constraint_violation']:.3g}")
+        self._check_finite()
+
+    def _diverged(self, what: str) -> None:
+        hint = ("plain BDMM has no damping and oscillates (MATH.md); use --method mdmm (the default), "
+                "or lower --mu-x, --mu-lambda and --lr") if self.cfg.method == "bdmm" else (
+                "lower --lr, --mu-x or --mu-lambda, or raise --rho")
+        raise DivergenceError(f"training diverged at epoch {self.epoch}: {what}; {hint}")
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else self.evaluate()
+        out: dict[str, Any] = {"method": self.cfg.method, "epochs": self.epoch, "seconds": self.seconds}
+        out.update({k: v for k, v in last.items() if k not in ("epoch", "seconds")})
+        out["seconds_per_epoch"] = self.seconds / max(self.epoch, 1)
+        out["dataset"] = self.data.name
+        out["arcs"] = self.net.num_arcs()
+        out["hidden"] = len(self.net.graph.hidden)
+        if self.state is not None:
+            out["state_numbers"] = self.state.numbers()
+        return out
