@@ -7,8 +7,8 @@ and, when known, the value ``s = sigma(a)`` so that tanh and sigmoid do not reco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

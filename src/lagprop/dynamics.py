@@ -18,8 +18,8 @@ point of Eq. 6) and the local fixed-point solve of Eq. 6.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -16,9 +16,10 @@ Builders: :meth:`Graph.mlp`, :meth:`Graph.from_arcs`, :meth:`Graph.from_networkx
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .activations import get_activation
 from .errors import GraphError
@@ -61,7 +62,7 @@ class Graph:
         activation: str = "relu",
         output_activation: str = "identity",
         bias: bool = True,
-    ) -> "Graph":
+    ) -> Graph:
         """A layered perceptron: ``sizes = [inputs, hidden..., outputs]``, fully connected."""
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or any(s < 1 for s in sizes):
@@ -93,7 +94,7 @@ class Graph:
         output_activation: str = "identity",
         activations: dict[Any, str] | None = None,
         bias: bool | Iterable[Any] = True,
-    ) -> "Graph":
+    ) -> Graph:
         """A graph from an explicit list of arcs between named neurons.
 
         Neurons are every name in ``inputs``, ``outputs`` and the arcs; those that are
@@ -137,7 +138,7 @@ class Graph:
 
     @classmethod
     def from_networkx(cls, g: Any, inputs: Sequence[Any] | None = None,
-                      outputs: Sequence[Any] | None = None, **kwargs: Any) -> "Graph":
+                      outputs: Sequence[Any] | None = None, **kwargs: Any) -> Graph:
         """A graph from a networkx (Multi)DiGraph.
 
         Inputs and outputs are taken from the node attribute ``role`` when present, else
@@ -281,7 +282,7 @@ class Graph:
                 "layers": self.layers}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Graph":
+    def from_dict(cls, d: dict[str, Any]) -> Graph:
         return cls(list(d["roles"]), [tuple(a) for a in d["arcs"]], list(d["activations"]),
                    list(d["bias"]), list(d["names"]), d.get("layers"))
 

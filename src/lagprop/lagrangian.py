@@ -24,8 +24,8 @@ paper's per-output v (its gradient softmax(x) - y still reads only the output ne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -27,8 +27,8 @@ DAG, so :meth:`Network.forward` is one pass over the groups.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,10 +95,10 @@ class TrainConfig:
 
 
 # Methods registered by other modules (e.g. the local engine): name -> step factory.
-_EXTRA_METHODS: dict[str, Callable[["Trainer"], Callable[[Tensor | None], None]]] = {}
+_EXTRA_METHODS: dict[str, Callable[[Trainer], Callable[[Tensor | None], None]]] = {}
 
 
-def register_method(name: str, factory: Callable[["Trainer"], Callable[[Tensor | None], None]]) -> None:
+def register_method(name: str, factory: Callable[[Trainer], Callable[[Tensor | None], None]]) -> None:
     """Make ``factory(trainer)`` -> ``step(idx)`` available as ``TrainConfig.method = name``."""
     _EXTRA_METHODS[name] = factory
 
@@ -161,6 +162,9 @@ class Trainer:
         else:
             self._step = self._lagrangian_step
         self._acc: dict[str, Tensor] = {}
+        # called with the trainer after the weight gradients are written and before the
+        # optimizer steps (e.g. to all-reduce gradients across processes)
+        self.before_weight_step: list[Callable[[Trainer], None]] = []
 
     # ------------------------------------------------------------- the steps
     def batch(self, idx: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -189,6 +193,12 @@ class Trainer:
             self._accumulate(terms.G, xs, y)
             st.put(idx, xs if cfg.state == "stored" else None,
                    lams if cfg.lambda_init == "stored" else None)
+        self.weight_step()
+
+    def weight_step(self) -> None:
+        """Run the hooks, then the optimizer, on the gradients already in ``.grad``."""
+        for hook in self.before_weight_step:
+            hook(self)
         self.opt.step()
 
     def _backprop_step(self, idx: Tensor | None) -> None:
@@ -196,7 +206,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss = loss_value(self.cfg.loss, self.net(x_in), y).mean()
         loss.backward()
-        self.opt.step()
+        self.weight_step()
 
     def _accumulate(self, G: list, xs: list, y: Tensor) -> None:
         g2 = sum((G[g] ** 2).sum() for g in range(1, len(G)))
@@ -230,7 +240,7 @@ class Trainer:
         return metrics
 
     def fit(self, epochs: int | None = None,
-            callback: Callable[["Trainer", dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+            callback: Callable[[Trainer, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
         """Train until ``epochs`` (total, counting earlier ones) or the tolerances are met."""
         target = self.cfg.epochs if epochs is None else epochs
         while self.epoch < target:
@@ -284,6 +294,26 @@ class Trainer:
                 "or lower --mu-x, --mu-lambda and --lr") if self.cfg.method == "bdmm" else (
                 "lower --lr, --mu-x or --mu-lambda, or raise --rho")
         raise DivergenceError(f"training diverged at epoch {self.epoch}: {what}; {hint}")
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, example state, RNGs."""
+        return {
+            "epoch": self.epoch, "seconds": self.seconds, "history": list(self.history),
+            "config": self.cfg.to_dict(), "weights": self.net.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "example_state": None if self.state is None else self.state.state_dict(),
+            "shuffle_rng": self.shuffle_gen.get_state(), "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.net.load_state_dict(d["weights"])
+        self.opt.load_state_dict(d["optimizer"])
+        if self.state is not None and d.get("example_state") is not None:
+            self.state.load_state_dict(d["example_state"])
+        self.shuffle_gen.set_state(d["shuffle_rng"])
+        torch.set_rng_state(d["torch_rng"])
+        self.epoch, self.seconds, self.history = d["epoch"], d["seconds"], list(d["history"])
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else self.evaluate()

@@ -9,8 +9,15 @@ from pathlib import Path
 
 from ..runs import RunDir
 from ..train import Trainer
-from .common import (add_data_args, add_model_args, add_training_args, build_graph, build_network,
-                     config_from_args, load_data)
+from .common import (
+    add_data_args,
+    add_model_args,
+    add_training_args,
+    build_graph,
+    build_network,
+    config_from_args,
+    load_data,
+)
 
 
 def add_parser(sub) -> None:
