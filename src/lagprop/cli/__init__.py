@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train neural networks by searching saddle points of a Lagrangian "
                     "(Betti, Gori, Marra 2018), with backpropagation beside it.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, mod in COMMANDS.items():
+    for mod in COMMANDS.values():
         importlib.import_module(mod, __name__).add_parser(sub)
     return parser
 

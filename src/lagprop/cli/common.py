@@ -68,7 +68,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rho", type=float, default=d.rho, help=f"MDMM augmented term (default {d.rho}; bdmm: 0)")
     g.add_argument("--relax-steps", type=int, default=d.relax_steps,
                    help=f"relaxation steps of x and lambda per weight step (default {d.relax_steps})")
-    g.add_argument("--state", default=d.state, help="'predicted' (x by a forward pass) or 'stored' (default %(default)s)")
+    g.add_argument("--state", default=d.state, help="'predicted' (x by a forward pass) or 'stored'")
     g.add_argument("--lambda-init", default=d.lambda_init, help="'stored' or 'zero' (default %(default)s)")
     g.add_argument("--x-init", default=d.x_init, help="first x of a stored state: 'forward' or 'zero'")
     g.add_argument("--loss", default=d.loss, help="ce (soft-max cross-entropy, default) or mse")
