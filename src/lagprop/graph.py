@@ -161,6 +161,40 @@ class Graph:
             raise GraphError(f"isolated nodes {isolated[:5]} have no arcs; remove them")
         return cls.from_arcs(list(g.edges()), inputs, outputs, activations=acts, **kwargs)
 
+    @classmethod
+    def random_dag(cls, n_inputs: int, n_hidden: int, n_outputs: int, n_arcs: int,
+                   levels: int = 3, parallel: float = 0.1, seed: int = 0,
+                   activations: Sequence[str] = ("relu",), output_activation: str = "identity",
+                   bias: bool = True) -> "Graph":
+        """A random DAG with skip arcs and (a fraction ``parallel`` of) parallel arcs.
+
+        Hidden neurons are spread over ``levels`` levels; every arc goes from a lower level
+        to a higher one (inputs are level 0, outputs the last), so arcs may skip levels.
+        Every hidden and output neuron gets at least one parent, so every output is
+        reached.  ``activations`` are cycled over the hidden neurons.
+        """
+        import random
+
+        rng = random.Random(seed)
+        n = n_inputs + n_hidden + n_outputs
+        level = ([0] * n_inputs + [1 + (k * levels) // max(n_hidden, 1) for k in range(n_hidden)]
+                 + [levels + 1] * n_outputs)
+        roles = ["input"] * n_inputs + ["hidden"] * n_hidden + ["output"] * n_outputs
+        acts = (["identity"] * n_inputs + [activations[k % len(activations)] for k in range(n_hidden)]
+                + [output_activation] * n_outputs)
+        arcs: list[tuple[int, int]] = []
+        for h in range(n_inputs, n):  # one parent each, from the level just below if possible
+            below = [t for t in range(n) if level[t] == level[h] - 1] or [
+                t for t in range(n) if level[t] < level[h]]
+            arcs.append((rng.choice(below), h))
+        candidates = [(t, h) for t in range(n) for h in range(n_inputs, n) if level[t] < level[h]]
+        while len(arcs) < n_arcs:
+            if arcs and rng.random() < parallel:
+                arcs.append(rng.choice(arcs))
+            else:
+                arcs.append(rng.choice(candidates))
+        return cls(roles, arcs, acts, [bias and r != "input" for r in roles])
+
     # ---------------------------------------------------------------- structure
     @property
     def n(self) -> int:

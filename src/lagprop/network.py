@@ -185,7 +185,10 @@ class Network(nn.Module):
         return [len(g.neurons) for g in self.groups]
 
     def bias_of(self, g: int) -> Tensor:
-        return self.biases[g - 1]
+        """The effective bias of group ``g`` (zero where a neuron has none)."""
+        mask = self._bias_masks[g - 1]
+        b = self.biases[g - 1]
+        return b if mask is None else b * mask
 
     def bias_mask(self, g: int) -> Tensor | None:
         return self._bias_masks[g - 1]
@@ -306,7 +309,7 @@ class Network(nn.Module):
         for gi in range(1, len(self.groups)):
             g = ms[gi].sum(0).mul_(-scale)
             mask = self.bias_mask(gi)
-            self.bias_of(gi).grad = g if mask is None else g * mask
+            self.biases[gi - 1].grad = g if mask is None else g * mask
 
     # ----------------------------------------------------------- forward pass
     def forward_all(self, x: Tensor) -> list[Tensor]:
