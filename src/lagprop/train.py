@@ -133,9 +133,15 @@ class Trainer:
         if data.n_inputs != len(net.graph.inputs) or data.n_outputs != len(net.graph.outputs):
             raise ConfigError(f"the data has {data.n_inputs} inputs and {data.n_outputs} outputs but "
                               f"the graph has {len(net.graph.inputs)} and {len(net.graph.outputs)}")
-        if cfg.method == "backprop" and not net.acyclic:
-            raise ConfigError("backprop needs a feed-forward pass, and this graph has a cycle; "
-                              "use --method mdmm, which trains cyclic graphs")
+        # a cyclic graph has no forward pass: x is stored per example, inference and the
+        # backprop baseline go through the fixed-point iteration (lagprop.cyclic)
+        self.cyclic = None
+        if not net.acyclic:
+            from .cyclic import CyclicHooks
+            if cfg.method != "backprop" and cfg.state == "predicted":
+                raise ConfigError("this graph has a cycle, so x cannot be predicted by a forward pass; "
+                                  "pass --state stored (x kept per example between visits)")
+            self.cyclic = CyclicHooks(net, cfg.extra)
         self.cfg, self.net, self.data = cfg, net, data
         self.device = net.device
         dt = net.dtype
@@ -180,7 +186,8 @@ class Trainer:
                 xs = [x_in] + st.get_x(idx)[1:]
                 fresh = ~st.visited if idx is None else ~st.visited[idx]
                 if bool(fresh.any()):
-                    init = forward_state(net, x_in, base) if cfg.x_init == "forward" else zero_state(net, x_in)
+                    fwd = forward_state if self.cyclic is None else self.cyclic.initial_state
+                    init = fwd(net, x_in, base) if cfg.x_init == "forward" else zero_state(net, x_in)
                     xs = [x_in] + [torch.where(fresh[:, None], i, s) for i, s in zip(init[1:], xs[1:])]
             else:
                 xs = forward_state(net, x_in, base)
@@ -188,9 +195,10 @@ class Trainer:
                 torch.zeros_like(t) for t in xs[1:]]
             alpha = self.alpha.for_batch(len(net.groups), idx) if self.alpha else None
             for _ in range(cfg.relax_steps):
+                prev = xs
                 xs, lams = relax_step(net, xs, lams, y, dyn, alpha, base)
             terms = weight_grads(net, xs, lams, dyn, base)
-            self._accumulate(terms.G, xs, y)
+            self._accumulate(terms.G, xs, y, lams, prev)
             st.put(idx, xs if cfg.state == "stored" else None,
                    lams if cfg.lambda_init == "stored" else None)
         self.weight_step()
@@ -204,14 +212,33 @@ class Trainer:
     def _backprop_step(self, idx: Tensor | None) -> None:
         x_in, y = self.batch(idx)
         self.opt.zero_grad(set_to_none=True)
-        loss = loss_value(self.cfg.loss, self.net(x_in), y).mean()
+        out = self.net(x_in) if self.cyclic is None else self.cyclic.outputs(x_in)
+        loss = loss_value(self.cfg.loss, out, y).mean()
         loss.backward()
         self.weight_step()
 
-    def _accumulate(self, G: list, xs: list, y: Tensor) -> None:
+    def _accumulate(self, G: list, xs: list, y: Tensor, lams: list | None = None,
+                    prev: list | None = None) -> None:
+        """Sum the epoch's metrics on the device (no host sync in the hot loop).
+
+        |dL/dx| is read off the last relaxation step, |x_new - x_old| / mu_x (Eq. 4; with
+        the l1 prox it is the proximal-gradient residual, also 0 at the saddle point).
+        lambda statistics are per group (layer) over the examples of the batch.
+        """
+        acc = self._acc
         g2 = sum((G[g] ** 2).sum() for g in range(1, len(G)))
-        self._acc["g2"] = self._acc.get("g2", 0) + g2
-        self._acc["count"] = self._acc.get("count", 0) + xs[0].shape[0] * sum(self.net.sizes[1:])
+        acc["g2"] = acc.get("g2", 0) + g2
+        acc["count"] = acc.get("count", 0) + xs[0].shape[0] * sum(self.net.sizes[1:])
+        if prev is not None:
+            dx = sum((xs[g] - prev[g]).abs().sum() for g in range(1, len(xs))) / self.dyn.mu_x
+            acc["dx"] = acc.get("dx", 0) + dx
+        if lams is not None:
+            for g in range(1, len(lams)):
+                a = lams[g].abs()
+                acc[f"lam_sum_{g}"] = acc.get(f"lam_sum_{g}", 0) + a.sum()
+                acc[f"lam_n_{g}"] = acc.get(f"lam_n_{g}", 0) + a.numel()
+                top = a.max() if a.numel() else a.new_zeros(())
+                acc[f"lam_max_{g}"] = torch.maximum(acc[f"lam_max_{g}"], top) if f"lam_max_{g}" in acc else top
 
     # ------------------------------------------------------------- the loop
     def batches(self) -> list[Tensor | None]:
@@ -257,12 +284,14 @@ class Trainer:
     def predict_outputs(self, X: Tensor) -> Tensor:
         out = []
         for chunk in X.split(8192):
-            out.append(self.net(chunk))
+            out.append(self.net(chunk) if self.cyclic is None else self.cyclic.predict(chunk))
         return torch.cat(out)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         m: dict[str, float] = {}
+        if self.cyclic is not None:
+            self.cyclic.last = None
         for split, X, Y in (("train", self.X, self.Y), ("test", self.Xt, self.Yt)):
             out = self.predict_outputs(X)
             m[f"{split}_loss"] = float(loss_value(self.cfg.loss, out, Y).mean())
@@ -270,10 +299,18 @@ class Trainer:
                 m[f"{split}_accuracy"] = float((out.argmax(1) == Y.argmax(1)).float().mean())
             else:
                 m[f"{split}_mse"] = float(((out - Y) ** 2).mean())
+        if self.cyclic is not None and self.cyclic.last is not None:
+            m["inference_residual"] = self.cyclic.last.residual  # max |G| at inference, worst split
         if "count" in self._acc:
             m["constraint_violation"] = float(self._acc["g2"]) / self._acc["count"]
         else:
             m["constraint_violation"] = 0.0
+        if "dx" in self._acc:
+            m["grad_x"] = float(self._acc["dx"]) / self._acc["count"]
+        for g in range(1, len(self.net.groups)):
+            if f"lam_n_{g}" in self._acc:
+                m[f"lambda_mean_abs_{g}"] = float(self._acc[f"lam_sum_{g}"]) / max(self._acc[f"lam_n_{g}"], 1)
+                m[f"lambda_max_abs_{g}"] = float(self._acc[f"lam_max_{g}"])
         return m
 
     def _check_finite(self) -> None:
@@ -290,9 +327,25 @@ class Trainer:
         self._check_finite()
 
     def _diverged(self, what: str) -> None:
-        hint = ("plain BDMM has no damping and oscillates (MATH.md); use --method mdmm (the default), "
-                "or lower --mu-x, --mu-lambda and --lr") if self.cfg.method == "bdmm" else (
-                "lower --lr, --mu-x or --mu-lambda, or raise --rho")
+        """Raise DivergenceError naming the likely cause and the flag to change.
+
+        Weights that are NaN/inf or huge point at the weight step (--lr); finite, moderate
+        weights with an exploding state point at the x / lambda steps (--mu-x, --mu-lambda),
+        and for BDMM at its missing damping (rho = 0).
+        """
+        cfg = self.cfg
+        with torch.no_grad():
+            big = max((float(p.detach().abs().max()) for p in self.net.parameters() if p.numel()), default=0.0)
+        if not math.isfinite(big) or big > 1e4 or cfg.method == "backprop":
+            hint = (f"likely cause: weight steps too large (largest |w| = {big:.3g}); lower --lr "
+                    f"(now {cfg.lr:g}, try {cfg.lr / 10:g})")
+        elif cfg.method == "bdmm":
+            hint = (f"likely cause: plain BDMM has no damping and its x / lambda steps oscillate (MATH.md); "
+                    f"use --method mdmm (the default) or lower --mu-x (now {cfg.mu_x:g}) and --mu-lambda "
+                    f"(now {cfg.mu_lambda:g})")
+        else:
+            hint = (f"likely cause: x / lambda steps too large; lower --mu-x (now {cfg.mu_x:g}) or "
+                    f"--mu-lambda (now {cfg.mu_lambda:g}), or raise --rho (now {cfg.rho:g})")
         raise DivergenceError(f"training diverged at epoch {self.epoch}: {what}; {hint}")
 
     # ------------------------------------------------------------- checkpoints
