@@ -199,3 +199,153 @@ def bptt_grads(cell: RNNCell, u: Tensor, y: Tensor, steps: Tensor, loss: str) ->
     B, S, K = out.shape
     total = loss_value(loss, out.reshape(B * S, K), y.reshape(B * S, K)).sum() / B
     return list(torch.autograd.grad(total, list(cell.parameters())))
+
+
+# ------------------------------------------------------------------ training loop
+class SeqTrainer:
+    """The :class:`~lagprop.train.Trainer` loop for sequences (same config, same summary keys).
+
+    Lagrangian methods, per mini-batch: x and o by the forward pass through time
+    (``state='predicted'``) or stored per example and step (``'stored'``); lambda and mu
+    stored (``lambda_init='stored'``) or zero; ``relax_steps`` Jacobi sweeps over all steps
+    at once; one weight step with dL/dw / batch at the relaxed state.  ``backprop`` is BPTT
+    by autograd on the same cell, batches and optimizer.  The loss follows the task: mse for
+    regression, soft-max cross-entropy at every target step for classification.
+    """
+
+    def __init__(self, cell: RNNCell, data, cfg) -> None:
+        from .train import LAGRANGIAN_METHODS, make_optimizer
+        cfg.loss = "mse" if data.n_classes is None else "ce"
+        cfg.validate()
+        if cfg.method not in LAGRANGIAN_METHODS + ("backprop",):
+            raise ConfigError(f"method {cfg.method!r} is not available for sequences; use mdmm, bdmm "
+                              "or backprop (BPTT)")
+        if cfg.x_init not in ("forward", "zero"):
+            raise ConfigError("--x-init must be 'forward' or 'zero'")
+        self.cfg, self.cell, self.data = cfg, cell, data
+        dev, dt = cell.W.device, cell.W.dtype
+        self.steps = torch.tensor(data.steps, dtype=torch.long, device=dev)
+        self.U, self.Y = self._tensors(data.U_train, data.Y_train, dev, dt)
+        self.Ut, self.Yt = self._tensors(data.U_test, data.Y_test, dev, dt)
+        self.n = len(self.U)
+        self.opt = make_optimizer(cfg, cell.parameters())
+        self.rho = 0.0 if cfg.method == "bdmm" else cfg.rho
+        self.epoch, self.seconds = 0, 0.0
+        self.history: list[dict[str, float]] = []
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.store: SeqState | None = None
+        self.visited = torch.zeros(self.n, dtype=torch.bool, device=dev)
+        if cfg.method != "backprop":
+            B, T, S = self.n, data.seq_len, len(data.steps)
+            z = {"dtype": dt, "device": dev}
+            self.store = SeqState(torch.zeros(B, T, cell.hidden, **z), torch.zeros(B, S, data.n_outputs, **z),
+                                  torch.zeros(B, T, cell.hidden, **z), torch.zeros(B, S, data.n_outputs, **z))
+        self._acc = [0.0, 0]
+
+    def _tensors(self, U, Y, dev, dt) -> tuple[Tensor, Tensor]:
+        u = torch.as_tensor(U, dtype=dt, device=dev)
+        if self.data.n_classes is not None:
+            y = torch.nn.functional.one_hot(torch.as_tensor(Y, dtype=torch.long), self.data.n_classes)
+            return u, y.to(dev, dt)
+        return u, torch.as_tensor(Y, dtype=dt, device=dev)
+
+    # ------------------------------------------------------------------ steps
+    def step(self, idx: Tensor) -> None:
+        cfg, cell, u, y = self.cfg, self.cell, self.U[idx], self.Y[idx]
+        self.opt.zero_grad(set_to_none=True)
+        if cfg.method == "backprop":
+            grads = bptt_grads(cell, u, y, self.steps, cfg.loss)
+            for p, g in zip(cell.parameters(), grads):
+                p.grad = g
+            self.opt.step()
+            return
+        with torch.no_grad():
+            inp = u @ cell.U.t() + cell.b
+            st = self._initial_state(idx, u)
+            for _ in range(cfg.relax_steps):
+                st = relax_step_seq(cell, u, y, self.steps, st, cfg.mu_x, cfg.mu_lambda, self.rho, cfg.loss, inp)
+            terms = weight_grads_seq(cell, u, self.steps, st, self.rho, 1.0 / len(idx), inp)
+            self._acc[0] += float((terms.G ** 2).sum() + (terms.H ** 2).sum())
+            self._acc[1] += terms.G.numel() + terms.H.numel()
+            s = self.store
+            if cfg.state == "stored":
+                s.x[idx], s.o[idx] = st.x, st.o
+                self.visited[idx] = True
+            if cfg.lambda_init == "stored":
+                s.lam[idx], s.mu[idx] = st.lam, st.mu
+        self.opt.step()
+
+    def _initial_state(self, idx: Tensor, u: Tensor) -> SeqState:
+        cfg, s = self.cfg, self.store
+        if cfg.state == "predicted":
+            x, o = self.cell.forward_states(u, self.steps)
+        else:
+            x, o = s.x[idx], s.o[idx]
+            fresh = ~self.visited[idx]
+            if bool(fresh.any()):
+                if cfg.x_init == "forward":
+                    fx, fo = self.cell.forward_states(u, self.steps)
+                else:
+                    fx, fo = torch.zeros_like(x), torch.zeros_like(o)
+                x = torch.where(fresh[:, None, None], fx, x)
+                o = torch.where(fresh[:, None, None], fo, o)
+        if cfg.lambda_init == "stored":
+            return SeqState(x, o, s.lam[idx], s.mu[idx])
+        return SeqState(x, o, torch.zeros_like(x), torch.zeros_like(o))
+
+    # ------------------------------------------------------------------ loop
+    def train_epoch(self) -> dict[str, float]:
+        import time
+        self._acc = [0.0, 0]
+        start = time.perf_counter()
+        bs = self.cfg.batch_size or self.n
+        for idx in torch.randperm(self.n, generator=self.gen).to(self.U.device).split(bs):
+            self.step(idx)
+        if self.U.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        self.epoch += 1
+        m = self.evaluate()
+        m["epoch"], m["seconds"] = self.epoch, self.seconds
+        self.history.append(m)
+        bad = [k for k, v in m.items() if not math.isfinite(v)]
+        if bad or not all(bool(torch.isfinite(p).all()) for p in self.cell.parameters()):
+            from .errors import DivergenceError
+            raise DivergenceError(f"training diverged at epoch {self.epoch} ({', '.join(bad) or 'weights'} "
+                                  "not finite); lower --lr, --mu-x or --mu-lambda, or raise --rho")
+        return m
+
+    def fit(self, epochs: int | None = None, callback=None) -> list[dict[str, float]]:
+        while self.epoch < (self.cfg.epochs if epochs is None else epochs):
+            m = self.train_epoch()
+            if callback is not None:
+                callback(self, m)
+        return self.history
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        m: dict[str, float] = {}
+        for split, U, Y in (("train", self.U, self.Y), ("test", self.Ut, self.Yt)):
+            out = torch.cat([self.cell.forward_states(c, self.steps)[1] for c in U.split(4096)])
+            B, S, K = out.shape
+            m[f"{split}_loss"] = float(loss_value(self.cfg.loss, out.reshape(-1, K), Y.reshape(-1, K)).mean())
+            if self.data.n_classes is not None:
+                m[f"{split}_accuracy"] = float((out.argmax(2) == Y.argmax(2)).float().mean())
+                m[f"{split}_last_step_accuracy"] = float((out[:, -1].argmax(1) == Y[:, -1].argmax(1)).float().mean())
+            else:
+                m[f"{split}_mse"] = float(((out - Y) ** 2).mean())
+        m["constraint_violation"] = self._acc[0] / self._acc[1] if self._acc[1] else 0.0
+        return m
+
+    def summary(self) -> dict:
+        last = self.history[-1] if self.history else self.evaluate()
+        out = {"method": self.cfg.method, "epochs": self.epoch, "seconds": self.seconds}
+        out.update({k: v for k, v in last.items() if k not in ("epoch", "seconds")})
+        out["seconds_per_epoch"] = self.seconds / max(self.epoch, 1)
+        out["dataset"] = self.data.name
+        out["seq_len"] = self.data.seq_len
+        out["state_size"] = self.cell.hidden
+        out["parameters"] = sum(p.numel() for p in self.cell.parameters())
+        if self.store is not None:
+            out["state_numbers"] = sum(t.numel() for t in (self.store.x, self.store.o, self.store.lam, self.store.mu))
+        return out
