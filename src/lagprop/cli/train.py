@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..distributed import DistributedTrainer, NullRunDir, init_from_env, shutdown
 from ..runs import RunDir
 from ..train import Trainer
 from .common import (
@@ -60,11 +61,23 @@ class Progress:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    ctx = init_from_env(cfg.device)  # under torchrun: join the process group (distributed.py)
+    if ctx is not None:
+        cfg.device = ctx.device
+        args.quiet = args.quiet or not ctx.is_main  # only rank 0 prints and writes
+    try:
+        return _run(args, cfg, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _run(args: argparse.Namespace, cfg, ctx) -> int:
     data = load_data(args)
     graph = build_graph(args, data)
     net = build_network(graph, cfg, args.dtype)
-    trainer = Trainer(net, data, cfg)
-    out = RunDir(args.out or Path("runs") / f"{data.name}-{cfg.method}-seed{cfg.seed}")
+    trainer = Trainer(net, data, cfg) if ctx is None else DistributedTrainer(net, data, cfg, ctx)
+    out_path = args.out or Path("runs") / f"{data.name}-{cfg.method}-seed{cfg.seed}"
+    out = RunDir(out_path) if ctx is None or ctx.is_main else NullRunDir(out_path)
     out.write_config({"train": cfg.to_dict(), "data": vars_of_data(args), "graph": graph.summary()})
     if not args.quiet:
         print(f"{data.describe()}; {graph.summary()}; method {cfg.method}", flush=True)
