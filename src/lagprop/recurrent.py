@@ -238,8 +238,10 @@ class SeqTrainer:
         if cfg.method != "backprop":
             B, T, S = self.n, data.seq_len, len(data.steps)
             z = {"dtype": dt, "device": dev}
-            self.store = SeqState(torch.zeros(B, T, cell.hidden, **z), torch.zeros(B, S, data.n_outputs, **z),
-                                  torch.zeros(B, T, cell.hidden, **z), torch.zeros(B, S, data.n_outputs, **z))
+            bx = B if cfg.state == "stored" else 0         # keep only what is stored
+            bl = B if cfg.lambda_init == "stored" else 0
+            self.store = SeqState(torch.zeros(bx, T, cell.hidden, **z), torch.zeros(bx, S, data.n_outputs, **z),
+                                  torch.zeros(bl, T, cell.hidden, **z), torch.zeros(bl, S, data.n_outputs, **z))
         self._acc = [0.0, 0]
 
     def _tensors(self, U, Y, dev, dt) -> tuple[Tensor, Tensor]:

@@ -34,7 +34,8 @@ def hidden_sizes(text: str) -> list[int]:
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits",
-                   help="digits, xor, moons, mnist1d, fashion-mnist, or a .csv/.npz path (default: digits)")
+                   help="digits, xor, moons, mnist1d, fashion-mnist, or a .csv/.npz path (default: digits); "
+                   "sequences: adding, parity, mnist1d-seq (see --seq-len)")
     g.add_argument("--target", default=None, help="CSV column holding the label (default: the last)")
     g.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split (default 0)")
@@ -74,6 +75,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", default=d.loss, help="ce (soft-max cross-entropy, default) or mse")
     g.add_argument("--l1", type=float, default=d.l1, help="l1 weight alpha on hidden outputs (default 0)")
     g.add_argument("--l1-mode", default=d.l1_mode, help="'prox' (exact zeros, default) or 'subgradient'")
+    g.add_argument("--schedule", default=d.schedule,
+                   help="--method local: weight step per 'sweep' (default) or per 'example' (on-line)")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--tol-violation", type=float, default=d.tol_violation,
                    help="stop early when the mean squared constraint violation is below this")
@@ -86,7 +89,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         method=args.method, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
         lr=args.lr, weight_decay=args.weight_decay, mu_x=args.mu_x, mu_lambda=args.mu_lambda,
         rho=args.rho, relax_steps=args.relax_steps, state=args.state, lambda_init=args.lambda_init,
-        x_init=args.x_init, loss=args.loss, l1=args.l1, l1_mode=args.l1_mode, seed=args.seed,
+        x_init=args.x_init, loss=args.loss, l1=args.l1, l1_mode=args.l1_mode, schedule=args.schedule, seed=args.seed,
         tol_violation=args.tol_violation, tol_grad=args.tol_grad, device=resolve_device(args.device))
     cfg.validate()
     return cfg
@@ -122,3 +125,131 @@ def build_network(graph: Graph, cfg: TrainConfig, dtype: str = "float32") -> Net
     gen = torch.Generator().manual_seed(cfg.seed)
     net = Network(graph, dtype=getattr(torch, dtype), generator=gen)
     return net.to(cfg.device)
+
+
+# ---------------------------------------------------------------- run files: --config, --resume
+# (issue 8) A TOML file stands in for flags; --resume continues a run from its checkpoint with
+# the configuration saved in it.  Both need to know which flags the user actually typed.
+
+RESUME_MAY_CHANGE = ("epochs", "quiet", "checkpoint_every", "device")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run files")
+    g.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="read flags from a TOML file (keys = flag names, e.g. lr = 0.01, hidden = [100, 50]); "
+                        "flags on the command line override it")
+    g.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run in DIR from its last checkpoint, with its saved configuration "
+                        "(only --epochs, --device, --checkpoint-every and --quiet may be given)")
+    g.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="write DIR/checkpoint.pt every N epochs and at the end (0: never; default 1)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="allow --out to name a folder that already holds a run (its files are replaced)")
+
+
+def saved_args(args: argparse.Namespace) -> dict:
+    """The flags of a run, as saved in config.json and in checkpoints."""
+    skip = ("run", "command", "config", "resume", "overwrite")
+    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in skip}
+
+
+def _sub_argv(args: argparse.Namespace) -> list[str]:
+    argv = list(getattr(args, "_argv", None) or [])
+    cmd = getattr(args, "command", None)
+    return argv[argv.index(cmd) + 1:] if cmd in argv else argv
+
+
+def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options that appear in ``argv`` (defaults suppressed)."""
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        for a in parser._actions:
+            a.default = argparse.SUPPRESS
+        ns, _ = parser.parse_known_args(argv)
+    finally:
+        for a, d in saved:
+            a.default = d
+    return set(vars(ns)) - set(parser._defaults)
+
+
+def config_file_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
+    """A TOML file's keys and values as command-line flags, checked against the parser."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path!r} cannot be read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {path!r} is not valid TOML: {e}") from None
+    flags = {o[2:]: a for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    out: list[str] = []
+    for key, value in table.items():
+        name = key.replace("_", "-")
+        action = flags.get(name)
+        if action is None or name in ("config", "resume", "help"):
+            raise ConfigError(f"--config {path}: unknown key {key!r}; keys are flag names such as "
+                              "dataset, hidden, method, epochs, lr, mu-x")
+        if isinstance(value, dict):
+            raise ConfigError(f"--config {path}: key {key!r} holds a table; give plain values")
+        if action.nargs == 0:  # a switch such as --no-bias
+            if not isinstance(value, bool):
+                raise ConfigError(f"--config {path}: {key} must be true or false, got {value!r}")
+            out += [f"--{name}"] if value else []
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        out.append(f"--{name}={value}")
+    return out
+
+
+def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply ``--config`` and ``--resume``; returns the namespace to run with.
+
+    With ``--resume DIR`` the checkpoint's saved flags are used; a flag on the command line
+    that would change them (other than RESUME_MAY_CHANGE) is an error, because the run would
+    no longer continue exactly.  The checkpoint rides along as ``args._resume``.
+    """
+    parser = getattr(args, "_parser", None)
+    argv = _sub_argv(args)
+    if args.config:
+        if args.resume:
+            raise ConfigError("--config and --resume cannot be combined: a resumed run uses its saved configuration")
+        if parser is None:
+            raise ConfigError("--config needs the command line (lagprop train --config FILE)")
+        file_argv = config_file_argv(parser, args.config)
+        new = parser.parse_args(file_argv + argv)
+        new._argv, new._parser, new.command = args._argv, parser, args.command
+        args = new
+    if not args.resume:
+        return args
+    from ..checkpoint import read_checkpoint
+
+    payload, used = read_checkpoint(args.resume)
+    saved = dict(payload.get("args") or {})
+    if not saved:
+        raise ConfigError(f"{used} holds no saved configuration; it cannot be resumed from the command line")
+    given = given_dests(parser, argv) if parser is not None else set()
+    bad = []
+    for d in sorted(given - set(RESUME_MAY_CHANGE) - {"resume", "overwrite"}):
+        if d == "out":
+            if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+                bad.append("--out")
+        elif getattr(args, d) != saved.get(d, getattr(args, d)):
+            bad.append(f"--{d.replace('_', '-')} (saved: {saved.get(d)!r})")
+    if bad:
+        raise ConfigError(f"--resume continues the run in {args.resume} with its saved configuration, but "
+                          f"{', '.join(bad)} would change it; only --epochs, --device, --checkpoint-every "
+                          "and --quiet may be given (start a new run with --out to change anything else)")
+    new = argparse.Namespace(**{**vars(args), **saved})
+    for d in RESUME_MAY_CHANGE:
+        if d in given:
+            setattr(new, d, getattr(args, d))
+    new.out, new.resume, new._resume = str(args.resume), args.resume, (payload, used)
+    return new

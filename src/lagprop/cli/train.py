@@ -7,18 +7,26 @@ import sys
 import time
 from pathlib import Path
 
+from ..checkpoint import Session, holds_run, restore
 from ..distributed import DistributedTrainer, NullRunDir, init_from_env, shutdown
+from ..errors import ConfigError
+from ..graph import Graph
 from ..runs import RunDir
+from ..tasks import is_sequence_task
 from ..train import Trainer
 from .common import (
     add_data_args,
     add_model_args,
+    add_run_args,
     add_training_args,
     build_graph,
     build_network,
     config_from_args,
     load_data,
+    prepare_args,
+    saved_args,
 )
+from .sequence import add_sequence_args, run_sequence
 
 
 def add_parser(sub) -> None:
@@ -28,9 +36,19 @@ def add_parser(sub) -> None:
     add_data_args(p)
     add_model_args(p)
     add_training_args(p)
+    add_run_args(p)
+    add_sequence_args(p)
     p.add_argument("--out", default=None, help="output folder (default runs/DATASET-METHOD-seedN)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(run=run)
+    p.add_argument("--prune", action="store_true",
+                   help="after training, remove the hidden neurons straw for every training example "
+                        "(use with --l1); writes support plots and the pruned model (lagprop.support)")
+    p.add_argument("--prune-criterion", default="forward", choices=("forward", "relaxed", "both"),
+                   help="straw = inactive in the forward pass ('forward', default: training outputs "
+                        "provably unchanged), x = 0 in the relaxed state ('relaxed'), or 'both'")
+    p.add_argument("--prune-finetune", type=int, default=0,
+                   help="epochs of training without l1 on the pruned network (default 0)")
+    p.set_defaults(run=run, _parser=p)
 
 
 class Progress:
@@ -60,6 +78,9 @@ class Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    args = prepare_args(args)  # --config FILE.toml, --resume DIR (cli/common.py)
+    if is_sequence_task(args.dataset):  # recurrent nets over sequences (cli/sequence.py)
+        return run_sequence(args)
     cfg = config_from_args(args)
     ctx = init_from_env(cfg.device)  # under torchrun: join the process group (distributed.py)
     if ctx is not None:
@@ -73,22 +94,39 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, cfg, ctx) -> int:
     data = load_data(args)
-    graph = build_graph(args, data)
+    resume = getattr(args, "_resume", None)  # (checkpoint payload, file) with --resume
+    graph = Graph.from_dict(resume[0]["graph"]) if resume else build_graph(args, data)
     net = build_network(graph, cfg, args.dtype)
     trainer = Trainer(net, data, cfg) if ctx is None else DistributedTrainer(net, data, cfg, ctx)
-    out_path = args.out or Path("runs") / f"{data.name}-{cfg.method}-seed{cfg.seed}"
+    if resume:
+        restore(trainer, resume[0])  # refuses another graph or other data, with a clear message
+        if trainer.epoch >= cfg.epochs:
+            print(f"{args.out} is already at epoch {trainer.epoch}; give --epochs above {trainer.epoch} "
+                  "to train further", file=sys.stderr)
+            return 0
+    out_path = args.out or _fresh_path(Path("runs") / f"{data.name}-{cfg.method}-seed{cfg.seed}")
+    if not resume and not args.overwrite and (ctx is None or ctx.is_main) and holds_run(out_path):
+        raise ConfigError(f"--out {str(out_path)!r} already holds a run; continue it with --resume {out_path}, "
+                          "replace it with --overwrite, or choose another --out")
     out = RunDir(out_path) if ctx is None or ctx.is_main else NullRunDir(out_path)
-    out.write_config({"train": cfg.to_dict(), "data": vars_of_data(args), "graph": graph.summary()})
+    out.write_config({"train": cfg.to_dict(), "data": vars_of_data(args), "graph": graph.summary(),
+                      "args": saved_args(args)})
     if not args.quiet:
         print(f"{data.describe()}; {graph.summary()}; method {cfg.method}", flush=True)
-    progress = Progress(cfg.epochs, args.quiet)
+    progress = Progress(cfg.epochs - trainer.epoch, args.quiet)
     started = time.time()
+    session = Session(trainer, out, args.checkpoint_every, saved_args(args))  # checkpoints, Ctrl-C
     try:
-        trainer.fit(callback=lambda t, m: (progress(t, m), out.write_metrics(t.history)))
+        finished = session.fit(callback=lambda t, m: (progress(t, m), out.write_metrics(t.history)))
     finally:
         progress.close()
         out.write_metrics(trainer.history)
+    if not finished:
+        return 130
     summary = trainer.summary()
+    if getattr(args, "prune", False):  # support / straw neurons (paper section 4)
+        from ..support import prune_and_finetune
+        net = prune_and_finetune(trainer, args.prune_criterion, args.prune_finetune, out.path, summary)
     out.write_summary(summary)
     out.save_model(net, {"n_classes": data.n_classes, "mean": data.mean.tolist(),
                          "std": data.std.tolist(), "features": data.feature_names})
@@ -96,6 +134,14 @@ def _run(args: argparse.Namespace, cfg, ctx) -> int:
         acc = summary.get("test_accuracy", summary.get("test_mse"))
         print(f"done in {time.time() - started:.1f}s: test {acc:.4f}; wrote {out.path}", flush=True)
     return 0
+
+
+def _fresh_path(path: Path) -> Path:
+    """The default --out: ``path``, or ``path-2``, ``path-3``... if it already holds a run."""
+    k, cand = 2, path
+    while holds_run(cand):
+        cand, k = path.with_name(f"{path.name}-{k}"), k + 1
+    return cand
 
 
 def vars_of_data(args: argparse.Namespace) -> dict:
