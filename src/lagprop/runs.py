@@ -6,6 +6,9 @@ Layout of ``--out DIR``::
     metrics.csv    one row per epoch
     summary.json   the final figures (method, epochs, test_accuracy, seconds, ...)
     model.pt       the graph and its weights, for ``lagprop predict``
+    checkpoint.pt  the state to continue from (``lagprop train --resume DIR``), and
+    checkpoint.prev.pt  the one before it (lagprop.checkpoint)
+    tensorboard/   event files, when tensorboard is installed
 
 Every file is written atomically (to a temporary name, then renamed), so a crash never
 leaves a half-written file behind.
@@ -62,6 +65,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create the output folder {str(self.path)!r}: {e.strerror}") from None
+        self._tb = None  # TensorBoard writer: None = not tried yet, False = tensorboard not installed
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.path / "config.json", config)
@@ -80,6 +84,27 @@ class RunDir:
         w.writeheader()
         w.writerows(history)
         atomic_write_bytes(self.path / "metrics.csv", buf.getvalue().encode())
+
+    def save_checkpoint(self, payload: dict[str, Any]) -> None:
+        """checkpoint.pt (the previous one kept as checkpoint.prev.pt): lagprop.checkpoint."""
+        from .checkpoint import write_checkpoint
+        write_checkpoint(self.path, payload)
+
+    def write_tensorboard(self, metrics: dict[str, float]) -> None:
+        """One epoch's metrics as TensorBoard scalars under tensorboard/, if tensorboard is installed."""
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except Exception:  # ImportError, or tensorboard's own import-time errors: optional
+                self._tb = False
+            else:
+                self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        if self._tb:
+            step = int(metrics.get("epoch", 0))
+            for k, v in metrics.items():
+                if k != "epoch":
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
 
     def save_model(self, net, data_info: dict[str, Any]) -> None:
         atomic_torch_save(self.path / "model.pt", {
