@@ -16,6 +16,7 @@ from ..errors import LagpropError
 # subcommand name -> module (relative to this package)
 COMMANDS = {
     "train": ".train",
+    "compare": ".compare",
 }
 
 
