@@ -16,6 +16,8 @@ from ..errors import LagpropError
 # subcommand name -> module (relative to this package)
 COMMANDS = {
     "train": ".train",
+    "report": ".report",
+    "predict": ".predict",
     "compare": ".compare",
 }
 

@@ -26,6 +26,7 @@ from .common import (
     prepare_args,
     saved_args,
 )
+from .predict import training_labels
 from .sequence import add_sequence_args, run_sequence
 
 
@@ -129,7 +130,8 @@ def _run(args: argparse.Namespace, cfg, ctx) -> int:
         net = prune_and_finetune(trainer, args.prune_criterion, args.prune_finetune, out.path, summary)
     out.write_summary(summary)
     out.save_model(net, {"n_classes": data.n_classes, "mean": data.mean.tolist(),
-                         "std": data.std.tolist(), "features": data.feature_names})
+                         "std": data.std.tolist(), "features": data.feature_names, "loss": cfg.loss,
+                         **training_labels(args.dataset, args.target)})  # for lagprop predict
     if not args.quiet:
         acc = summary.get("test_accuracy", summary.get("test_mse"))
         print(f"done in {time.time() - started:.1f}s: test {acc:.4f}; wrote {out.path}", flush=True)
