@@ -217,9 +217,12 @@ class Network(nn.Module):
         """Data columns (graph input order) -> the input group's column order."""
         if self.input_order == list(range(len(self.input_order))):
             return x
-        inv = torch.empty(len(self.input_order), dtype=torch.long)
-        inv[torch.tensor(self.input_order)] = torch.arange(len(self.input_order))
-        return x[:, inv.to(x.device)]
+        inv = getattr(self, "_input_inv", None)
+        if inv is None or inv.device != x.device:  # built once per device, not per batch
+            inv = torch.empty(len(self.input_order), dtype=torch.long)
+            inv[torch.tensor(self.input_order)] = torch.arange(len(self.input_order))
+            self._input_inv = inv = inv.to(x.device)
+        return x[:, inv]
 
     def gather_outputs(self, xs: Sequence[Tensor]) -> Tensor:
         """The output neurons' values as ``(batch, n_outputs)``, in the graph's output order."""

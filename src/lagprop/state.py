@@ -32,6 +32,20 @@ class ExampleState:
             torch.zeros(n_examples, s, **opts) if keep_lambda else None for s in sizes[1:]]
         # an example's x is valid once it has been visited; before that it is initialised
         self.visited = torch.zeros(n_examples, dtype=torch.bool, device=net.device)
+        self._all_visited = False  # host-side cache: once True, no device sync per batch
+
+    def any_fresh(self, idx: Tensor | None) -> bool:
+        """Whether any example of the batch is still unvisited.
+
+        Reading a device tensor's value costs a GPU->host sync; after the first epoch every
+        example has been visited, and the cached flag answers without touching the device.
+        """
+        if self._all_visited:
+            return False
+        fresh = bool((~self.visited if idx is None else ~self.visited[idx]).any())
+        if not fresh:
+            self._all_visited = bool(self.visited.all())
+        return fresh
 
     def numbers(self) -> int:
         """How many numbers the store holds (2 * l * |H u O| when both are kept)."""
@@ -80,6 +94,7 @@ class ExampleState:
                                   "and data set; resume with the same graph and data")
             setattr(self, key, [None if t is None else t.to(self.visited.device) for t in theirs])
         self.visited = d["visited"].to(self.visited.device)
+        self._all_visited = False
 
 
 class L1Weights:

@@ -184,8 +184,8 @@ class Trainer:
             base = net.input_contribution(x_in)
             if cfg.state == "stored":
                 xs = [x_in] + st.get_x(idx)[1:]
-                fresh = ~st.visited if idx is None else ~st.visited[idx]
-                if bool(fresh.any()):
+                if st.any_fresh(idx):  # no device sync once every example was visited
+                    fresh = ~st.visited if idx is None else ~st.visited[idx]
                     fwd = forward_state if self.cyclic is None else self.cyclic.initial_state
                     init = fwd(net, x_in, base) if cfg.x_init == "forward" else zero_state(net, x_in)
                     xs = [x_in] + [torch.where(fresh[:, None], i, s) for i, s in zip(init[1:], xs[1:])]
@@ -314,7 +314,10 @@ class Trainer:
         return m
 
     def _check_finite(self) -> None:
-        bad = [n for n, p in self.net.named_parameters() if not bool(torch.isfinite(p).all())]
+        params = list(self.net.named_parameters())
+        if bool(torch.stack([torch.isfinite(p).all() for _, p in params]).all()):
+            return  # one device sync for all parameters
+        bad = [n for n, p in params if not bool(torch.isfinite(p).all())]
         if bad:
             self._diverged(f"weights {bad[0]} became NaN or infinite")
 
