@@ -4,6 +4,7 @@ Betti, Gori, Marra, "Backpropagation and Biological Plausibility" (2018).  The p
 surface is re-exported here; see docs/design.md for where each concept lives.
 """
 
+from . import local  # noqa: F401  (registers --method local)
 from .data import Dataset, load_dataset
 from .dynamics import Dynamics, relax, relax_step, solve_stationary, stationary_weight_grad
 from .errors import ConfigError, CycleError, DataError, DivergenceError, GraphError, LagpropError

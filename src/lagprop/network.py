@@ -280,6 +280,16 @@ class Network(nn.Module):
         contrib = x[:, blk.src_idx] * w
         return acc.index_add(1, blk.dst_idx, contrib)
 
+    def _block_child(self, blk: Block, m: Tensor, acc: Tensor | None) -> Tensor:
+        """acc + sum over the block's arcs r <- j of w_rj m_r, per source column j (one block
+        of :meth:`child_sums`; the local engine sums one group's children at a time)."""
+        w = self.weights[blk.param]
+        if blk.dense:
+            return m @ w if acc is None else torch.addmm(acc, m, w)
+        if acc is None:
+            acc = m.new_zeros(m.shape[0], len(self.groups[blk.src].neurons))
+        return acc.index_add(1, blk.src_idx, m[:, blk.dst_idx] * w)
+
     def child_sums(self, ms: Sequence[Tensor | None], batch: int,
                    skip_input: bool = True) -> list[Tensor | None]:
         """c_j = sum_{r in ch(j)} w_rj m_r for every group (inputs skipped by default)."""

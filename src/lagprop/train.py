@@ -57,6 +57,7 @@ class TrainConfig:
     loss: str = "ce"
     l1: float = 0.0
     l1_mode: str = "prox"
+    schedule: str = "sweep"       # local method: weights per 'sweep' (Algorithm 1) or per 'example' (Alg. 2)
     seed: int = 0
     tol_violation: float = 0.0    # stop when mean G^2 falls below (0: off)
     tol_grad: float = 0.0         # ... and mean |dL/dx| below (0: off)
@@ -82,6 +83,8 @@ class TrainConfig:
             raise ConfigError("--lambda-init must be 'stored' or 'zero'")
         if self.x_init not in ("forward", "zero"):
             raise ConfigError("--x-init must be 'forward' or 'zero'")
+        if self.schedule not in ("sweep", "example"):
+            raise ConfigError(f"--schedule must be 'sweep' or 'example', got {self.schedule!r}")
         if self.l1 < 0 or not math.isfinite(self.l1):
             raise ConfigError(f"--l1 must be >= 0, got {self.l1}")
         self.dynamics()

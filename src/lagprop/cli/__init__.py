@@ -18,6 +18,7 @@ COMMANDS = {
     "train": ".train",
     "report": ".report",
     "predict": ".predict",
+    "audit-locality": ".audit",
     "compare": ".compare",
 }
 

@@ -1,0 +1,130 @@
+"""Cost of one local sweep (Algorithm 2) against |A| and l, with backpropagation beside it.
+
+The paper says a sweep costs Theta(|A| l), as backpropagation does.  This script times one
+sweep of the level-parallel local engine (``lagprop.local.run_sweeps``: x and lambda of
+every neuron and example, and the weight gradient with one weight step) on random sparse
+layered DAGs with skip arcs
+
+* while |A| grows 16x at a fixed number of examples l (neurons grow with |A|: the mean
+  fan-in is fixed), and
+* while l grows 16x at a fixed graph,
+
+fits the exponents of time ~ |A|^p and time ~ l^q by least squares on log-log, and times
+one backpropagation pass (forward, loss, backward: autograd) on the same network and the
+same examples in the same run, for the ratio.  Run with ``nice``; it takes a few minutes::
+
+    nice python benchmarks/bench_scaling.py            # full sizes
+    nice python benchmarks/bench_scaling.py --quick    # small sizes, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from lagprop.dynamics import Dynamics
+from lagprop.graph import Graph
+from lagprop.lagrangian import loss_value
+from lagprop.local import init_state, run_sweeps
+from lagprop.network import Network
+
+
+def layered_dag(n_arcs: int, fan_in: int = 16, levels: int = 3, n_out: int = 10, seed: int = 0) -> Graph:
+    """A random sparse DAG: inputs, ``levels`` hidden levels, outputs; arcs from any lower
+    level (skip arcs), each non-input neuron with one parent on the level just below (so the
+    topological levels are the intended ones) and mean fan-in ``fan_in``."""
+    rng = np.random.default_rng(seed)
+    n_noninput = max(n_arcs // fan_in, levels + n_out)
+    n_hidden = n_noninput - n_out
+    n_in = max(n_hidden // levels, 8)
+    sizes = [n_in] + [n_hidden // levels + (k < n_hidden % levels) for k in range(levels)] + [n_out]
+    start = np.cumsum([0] + sizes)
+    level = np.repeat(np.arange(len(sizes)), sizes)
+    n = int(start[-1])
+    heads = np.arange(n_in, n)
+    below = [rng.integers(start[level[h] - 1], start[level[h]]) for h in heads]  # one parent each
+    extra = n_arcs - len(heads)
+    h2 = rng.integers(n_in, n, size=extra)
+    t2 = (rng.random(extra) * start[level[h2]]).astype(np.int64)  # any neuron of a lower level
+    arcs = list(zip(np.concatenate([below, t2]).tolist(), np.concatenate([heads, h2]).tolist()))
+    roles = ["input"] * n_in + ["hidden"] * n_hidden + ["output"] * n_out
+    acts = ["identity"] * n_in + ["relu"] * n_hidden + ["identity"] * n_out
+    return Graph(roles, arcs, acts, [r != "input" for r in roles])
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def measure(graph: Graph, n_ex: int, repeats: int, seed: int = 0) -> tuple[float, float]:
+    """(seconds of one local sweep, seconds of one backprop pass) on the same net and data."""
+    gen = torch.Generator().manual_seed(seed)
+    net = Network(graph, generator=gen)
+    x_in = torch.randn(n_ex, net.sizes[0], generator=gen)
+    y = torch.nn.functional.one_hot(torch.randint(0, len(graph.outputs), (n_ex,), generator=gen),
+                                    len(graph.outputs)).float()
+    dyn = Dynamics()
+    with torch.no_grad():
+        xs = net.forward_all(x_in)
+    lams = [None] + [torch.zeros_like(t) for t in xs[1:]]
+    st = init_state(net, xs, lams, dyn.rho)
+
+    def noop() -> None:  # the weight step itself is the same for both methods: left out
+        pass
+
+    def local() -> None:
+        run_sweeps(net, st, y, dyn, sweeps=1, schedule="sweep", weight_step=noop)
+
+    def backprop() -> None:
+        net.zero_grad(set_to_none=True)
+        loss_value("ce", net(x_in), y).mean().backward()
+
+    return _time(local, repeats), _time(backprop, repeats)
+
+
+def fit(xs: list[float], ts: list[float]) -> float:
+    return float(np.polyfit(np.log(xs), np.log(ts), 1)[0])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not the figures)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a fair, quiet timing)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        arcs, ell_fixed, ells, arcs_fixed = [4000, 8000, 16000, 32000, 64000], 64, [16, 32, 64, 128, 256], 16000
+    else:
+        arcs, ell_fixed = [25_000, 50_000, 100_000, 200_000, 400_000], 128
+        ells, arcs_fixed = [64, 128, 256, 512, 1024], 50_000
+    rows = []
+    print(f"{'arcs':>8} {'examples':>8} {'neurons':>8} {'local s':>9} {'backprop s':>10} {'ratio':>6}")
+    for which, pairs in (("A", [(a, ell_fixed) for a in arcs]), ("l", [(arcs_fixed, e) for e in ells])):
+        graphs: dict[int, Graph] = {}
+        for a, e in pairs:
+            g = graphs.setdefault(a, layered_dag(a))
+            t_loc, t_bp = measure(g, e, args.repeats)
+            rows.append((which, a, e, t_loc, t_bp))
+            print(f"{a:>8} {e:>8} {g.n:>8} {t_loc:>9.4f} {t_bp:>10.4f} {t_loc / t_bp:>6.2f}", flush=True)
+    for which, label, col in (("A", "|A| (fixed l)", 1), ("l", "l (fixed |A|)", 2)):
+        sel = [r for r in rows if r[0] == which]
+        xs = [r[col] for r in sel]
+        p_loc, p_bp = fit(xs, [r[3] for r in sel]), fit(xs, [r[4] for r in sel])
+        ratio = statistics.median(r[3] / r[4] for r in sel)
+        print(f"exponent in {label}: local sweep {p_loc:.3f}, backprop {p_bp:.3f}; "
+              f"median ratio local/backprop {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
