@@ -235,6 +235,7 @@ class Gradients:
     loss: Tensor              # the supervised loss (summed)
 
 
+@torch.no_grad()
 def gradients(model: GNN, batch: GraphBatch, xs: Sequence[Tensor], lams: Sequence[Tensor],
               rho: float = 0.0, loss: str = "ce") -> Gradients:
     """The partial derivatives of :func:`lagrangian`, by the explicit formulas of the module doc."""

@@ -12,7 +12,7 @@ from ..distributed import DistributedTrainer, NullRunDir, init_from_env, shutdow
 from ..errors import ConfigError
 from ..graph import Graph
 from ..runs import RunDir
-from ..tasks import is_sequence_task
+from ..tasks import is_graph_task, is_sequence_task
 from ..train import Trainer
 from .common import (
     add_data_args,
@@ -26,6 +26,7 @@ from .common import (
     prepare_args,
     saved_args,
 )
+from .graphtask import add_graph_args, run_graph_task
 from .predict import training_labels
 from .sequence import add_sequence_args, run_sequence
 
@@ -39,6 +40,7 @@ def add_parser(sub) -> None:
     add_training_args(p)
     add_run_args(p)
     add_sequence_args(p)
+    add_graph_args(p)
     p.add_argument("--out", default=None, help="output folder (default runs/DATASET-METHOD-seedN)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--prune", action="store_true",
@@ -82,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     args = prepare_args(args)  # --config FILE.toml, --resume DIR (cli/common.py)
     if is_sequence_task(args.dataset):  # recurrent nets over sequences (cli/sequence.py)
         return run_sequence(args)
+    if is_graph_task(args.dataset):  # graph neural networks, LP-GNN (cli/graphtask.py)
+        return run_graph_task(args)
     cfg = config_from_args(args)
     ctx = init_from_env(cfg.device)  # under torchrun: join the process group (distributed.py)
     if ctx is not None:
