@@ -8,8 +8,9 @@ through ``--unroll`` fixed-point sweeps.  Prediction relaxes the states of the t
 the fixed point with frozen weights and reports whether it converged.  The run folder gets
 config.json, metrics.csv, summary.json (the same keys as for feed-forward nets) and model.pt.
 
-The shared flags ``--epochs``, ``--lr`` and ``--relax-steps`` have feed-forward defaults; when
-they are not given, graph tasks use the per-task values of GRAPH_DEFAULTS instead.
+The shared flags ``--epochs``, ``--lr``, ``--relax-steps`` (and ``--test-fraction`` for karate)
+have feed-forward defaults; when they are not given, graph tasks use the per-task values of
+GRAPH_DEFAULTS (and KARATE_TEST_FRACTION) instead.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ GRAPH_DEFAULTS = {
     "clique": {"epochs": 2000, "lr": 0.01, "relax_steps": 3},
     "subgraph": {"epochs": 2000, "lr": 0.01, "relax_steps": 3},
 }
+KARATE_TEST_FRACTION = 0.5   # karate's node split when --test-fraction is not given
 AGG_DEFAULT = {"karate": "mean", "clique": "sum", "subgraph": "sum"}
 
 
@@ -67,12 +69,11 @@ def _given(args: argparse.Namespace) -> set[str]:
     return given_dests(parser, argv)
 
 
-def graph_config(args: argparse.Namespace) -> GNNTrainConfig:
+def graph_config(args: argparse.Namespace, given: set[str]) -> GNNTrainConfig:
     if getattr(args, "resume", None):
         raise ConfigError("--resume is not supported for graph tasks; start the run again (it is full batch)")
     if args.method not in ("mdmm", "bdmm", "backprop"):
         raise ConfigError(f"--method {args.method} does not apply to graph tasks; choose mdmm, bdmm or backprop")
-    given = _given(args)
     vals = {k: (getattr(args, k) if k in given else v) for k, v in GRAPH_DEFAULTS[args.dataset].items()}
     cfg = GNNTrainConfig(method=args.method, lr=vals["lr"], epochs=vals["epochs"], relax_steps=vals["relax_steps"],
                          weight_decay=args.weight_decay, mu_x=args.mu_x, mu_lambda=args.mu_lambda, rho=args.rho,
@@ -83,12 +84,14 @@ def graph_config(args: argparse.Namespace) -> GNNTrainConfig:
 
 
 def run_graph_task(args: argparse.Namespace) -> int:
-    cfg = graph_config(args)
+    given = _given(args)
+    cfg = graph_config(args, given)
     if args.graph:
         raise ConfigError("--graph does not apply to graph tasks; the data are the graphs")
     if args.state_layers < 1 or args.state_dim < 1:
         raise ConfigError("--state-layers and --state-dim must be >= 1")
-    kw = {"test_fraction": args.test_fraction} if args.dataset == "karate" else {
+    test_fraction = args.test_fraction if "test_fraction" in given else KARATE_TEST_FRACTION
+    kw = {"test_fraction": test_fraction} if args.dataset == "karate" else {
         "n_train": args.train_graphs, "n_test": args.test_graphs, "nodes": args.graph_nodes,
         "edge_prob": args.edge_prob, ("clique" if args.dataset == "clique" else "sub"): args.motif_size}
     task = load_graph_task(args.dataset, seed=args.split_seed, **kw)
