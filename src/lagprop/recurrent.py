@@ -229,6 +229,12 @@ class SeqTrainer:
         self.Ut, self.Yt = self._tensors(data.U_test, data.Y_test, dev, dt)
         self.n = len(self.U)
         self.opt = make_optimizer(cfg, cell.parameters())
+        sched = cfg.extra.get("lr_schedule", "constant")
+        if sched not in ("constant", "cosine"):
+            raise ConfigError(f"--lr-schedule must be constant or cosine, got {sched!r}")
+        # cosine: the learning rate falls from --lr to 0 over --epochs (settles the noisy end of training)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max(cfg.epochs, 1)) \
+            if sched == "cosine" else None
         self.rho = 0.0 if cfg.method == "bdmm" else cfg.rho
         self.epoch, self.seconds = 0, 0.0
         self.history: list[dict[str, float]] = []
@@ -305,6 +311,8 @@ class SeqTrainer:
             self.step(idx)
         if self.U.device.type == "cuda":
             torch.cuda.synchronize()
+        if self.sched is not None:
+            self.sched.step()
         self.seconds += time.perf_counter() - start
         self.epoch += 1
         m = self.evaluate()
