@@ -87,6 +87,10 @@ class TrainConfig:
             raise ConfigError(f"--schedule must be 'sweep' or 'example', got {self.schedule!r}")
         if self.l1 < 0 or not math.isfinite(self.l1):
             raise ConfigError(f"--l1 must be >= 0, got {self.l1}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not (self.rho >= 0 and math.isfinite(self.rho)):
+            raise ConfigError(f"--rho must be a number >= 0 (0 is plain BDMM), got {self.rho}")
         self.dynamics()
 
     def dynamics(self) -> Dynamics:

@@ -106,6 +106,8 @@ def resolve_device(name: str) -> str:
 
 
 def load_data(args: argparse.Namespace) -> Dataset:
+    if args.split_seed < 0:
+        raise ConfigError(f"--split-seed must be >= 0, got {args.split_seed}")
     return load_dataset(args.dataset, seed=args.split_seed, test_fraction=args.test_fraction,
                         target=args.target, data_dir=args.data_dir)
 
