@@ -1,9 +1,10 @@
 """Cost of one local sweep (Algorithm 2) against |A| and l, with backpropagation beside it.
 
 The paper says a sweep costs Theta(|A| l), as backpropagation does.  This script times one
-sweep of the level-parallel local engine (``lagprop.local.run_sweeps``: x and lambda of
-every neuron and example, and the weight gradient with one weight step) on random sparse
-layered DAGs with skip arcs
+sweep of the level-parallel local engine (``lagprop.local.run_sweeps``: the input arcs'
+part of f, x and lambda of every neuron and example, and the weight gradient; children
+first as the trainer sweeps, and parents first beside it) on random sparse layered DAGs
+with skip arcs
 
 * while |A| grows 16x at a fixed number of examples l (neurons grow with |A|: the mean
   fan-in is fixed), and
@@ -66,8 +67,9 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(out)
 
 
-def measure(graph: Graph, n_ex: int, repeats: int, seed: int = 0) -> tuple[float, float]:
-    """(seconds of one local sweep, seconds of one backprop pass) on the same net and data."""
+def measure(graph: Graph, n_ex: int, repeats: int, seed: int = 0) -> tuple[float, float, float]:
+    """Seconds of one local sweep children first (the trainer's order), parents first, and
+    one backprop pass, on the same net and data."""
     gen = torch.Generator().manual_seed(seed)
     net = Network(graph, generator=gen)
     x_in = torch.randn(n_ex, net.sizes[0], generator=gen)
@@ -83,13 +85,16 @@ def measure(graph: Graph, n_ex: int, repeats: int, seed: int = 0) -> tuple[float
         pass
 
     def local() -> None:
+        run_sweeps(net, st, y, dyn, sweeps=1, schedule="sweep", weight_step=noop, reverse=True)
+
+    def local_forward() -> None:
         run_sweeps(net, st, y, dyn, sweeps=1, schedule="sweep", weight_step=noop)
 
     def backprop() -> None:
         net.zero_grad(set_to_none=True)
         loss_value("ce", net(x_in), y).mean().backward()
 
-    return _time(local, repeats), _time(backprop, repeats)
+    return _time(local, repeats), _time(local_forward, repeats), _time(backprop, repeats)
 
 
 def fit(xs: list[float], ts: list[float]) -> float:
@@ -109,21 +114,24 @@ def main() -> None:
         arcs, ell_fixed = [25_000, 50_000, 100_000, 200_000, 400_000], 128
         ells, arcs_fixed = [64, 128, 256, 512, 1024], 50_000
     rows = []
-    print(f"{'arcs':>8} {'examples':>8} {'neurons':>8} {'local s':>9} {'backprop s':>10} {'ratio':>6}")
+    print(f"{'arcs':>8} {'examples':>8} {'neurons':>8} {'local s':>9} {'parents-1st s':>13} {'backprop s':>10} "
+          f"{'ratio':>6} {'ratio p-1st':>11}")
     for which, pairs in (("A", [(a, ell_fixed) for a in arcs]), ("l", [(arcs_fixed, e) for e in ells])):
         graphs: dict[int, Graph] = {}
         for a, e in pairs:
             g = graphs.setdefault(a, layered_dag(a))
-            t_loc, t_bp = measure(g, e, args.repeats)
-            rows.append((which, a, e, t_loc, t_bp))
-            print(f"{a:>8} {e:>8} {g.n:>8} {t_loc:>9.4f} {t_bp:>10.4f} {t_loc / t_bp:>6.2f}", flush=True)
+            t_loc, t_fwd, t_bp = measure(g, e, args.repeats)
+            rows.append((which, a, e, t_loc, t_bp, t_fwd))
+            print(f"{a:>8} {e:>8} {g.n:>8} {t_loc:>9.4f} {t_fwd:>13.4f} {t_bp:>10.4f} {t_loc / t_bp:>6.2f} "
+                  f"{t_fwd / t_bp:>11.2f}", flush=True)
     for which, label, col in (("A", "|A| (fixed l)", 1), ("l", "l (fixed |A|)", 2)):
         sel = [r for r in rows if r[0] == which]
         xs = [r[col] for r in sel]
         p_loc, p_bp = fit(xs, [r[3] for r in sel]), fit(xs, [r[4] for r in sel])
         ratio = statistics.median(r[3] / r[4] for r in sel)
-        print(f"exponent in {label}: local sweep {p_loc:.3f}, backprop {p_bp:.3f}; "
-              f"median ratio local/backprop {ratio:.2f}")
+        ratio_f = statistics.median(r[5] / r[4] for r in sel)
+        print(f"exponent in {label}: local sweep {p_loc:.3f} (parents first {fit(xs, [r[5] for r in sel]):.3f}), "
+              f"backprop {p_bp:.3f}; median ratio local/backprop {ratio:.2f} (parents first {ratio_f:.2f})")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from lagprop.dynamics import Dynamics
 from lagprop.errors import ConfigError, CycleError
 from lagprop.graph import Graph
 from lagprop.local import init_state, run_sweeps, sgd
-from lagprop.local_reference import reference_sweeps
+from lagprop.local_reference import reference_sweeps, topological_order
 from lagprop.network import Network
 
 GRAPHS = {
@@ -57,6 +57,7 @@ def setup(name: str, batch: int = 5, seed: int = 0):
 
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))
+@pytest.mark.parametrize("order", ["forward", "backward"])
 @pytest.mark.parametrize("schedule", ["sweep", "example"])
 @pytest.mark.parametrize("rho,alpha,l1_mode,loss", [
     (0.0, 0.0, "prox", "mse"),          # BDMM, the paper's case
@@ -64,21 +65,23 @@ def setup(name: str, batch: int = 5, seed: int = 0):
     (0.5, 0.05, "prox", "ce"),          # MDMM with l1 by soft threshold
     (0.0, 0.05, "subgradient", "mse"),  # BDMM with l1 as printed
 ])
-def test_engine_equals_literal_algorithm_2(name, schedule, rho, alpha, l1_mode, loss):
+def test_engine_equals_literal_algorithm_2(name, order, schedule, rho, alpha, l1_mode, loss):
     net, xs, lams, y = setup(name)
     graph = net.graph
     x0, lam0 = per_neuron(net, xs), per_neuron(net, lams)
     w0, b0 = net.arc_weights().numpy().copy(), biases(net)
     mu_x, mu_l, mu_w, sweeps = 0.3, 0.4, 0.2, 4
+    topo = topological_order(graph)
     ref = reference_sweeps(graph, w0, b0, x0, lam0, y.numpy(), mu_x=mu_x, mu_lambda=mu_l, mu_w=mu_w,
                            rho=rho, loss=loss, alpha=alpha, l1_mode=l1_mode, sweeps=sweeps,
-                           schedule=schedule)
+                           schedule=schedule, order=topo if order == "forward" else topo[::-1],
+                           weights_at="visit" if order == "forward" else "example")
 
     dyn = Dynamics(mu_x, mu_l, rho, loss, l1_mode)
     al = [alpha if grp.role == "hidden" and alpha else None for grp in net.groups]
     st = init_state(net, xs, lams, rho)
     run_sweeps(net, st, y, dyn, sweeps=sweeps, schedule=schedule, weight_step=sgd(net, mu_w),
-               alpha=al if alpha else None)
+               alpha=al if alpha else None, reverse=order == "backward")
 
     hid = [i for i in range(graph.n) if graph.roles[i] != "input"]
     assert np.abs(per_neuron(net, st.xs)[:, hid] - ref["x"][:, hid]).max() <= 1e-10
@@ -88,6 +91,22 @@ def test_engine_equals_literal_algorithm_2(name, schedule, rho, alpha, l1_mode, 
     assert np.abs(biases(net) - ref["b"]).max() <= 1e-10
     # the run did move things: the comparison is not between two unchanged states
     assert np.abs(ref["w"] - w0).max() > 1e-4 and np.abs(ref["x"] - x0).max() > 1e-3
+
+
+def test_weights_at_visit_or_after_the_example():
+    """Parents first, applying an example's weight changes after its pass is line 20 exactly;
+    children first it is not (parents read w_ij after i's visit): the engine's children-first
+    on-line schedule is the deferred one, and the difference is real."""
+    net, xs, lams, y = setup("dag_skip_parallel")
+    graph = net.graph
+    args = (graph, net.arc_weights().numpy(), biases(net), per_neuron(net, xs), per_neuron(net, lams),
+            y.numpy())
+    kw = dict(mu_x=0.3, mu_lambda=0.4, mu_w=0.2, rho=1.0, loss="mse", sweeps=2, schedule="example")
+    topo = topological_order(graph)
+    a, b = (reference_sweeps(*args, order=topo, weights_at=at, **kw) for at in ("visit", "example"))
+    assert max(np.abs(a[k] - b[k]).max() for k in a) <= 1e-12
+    a, b = (reference_sweeps(*args, order=topo[::-1], weights_at=at, **kw) for at in ("visit", "example"))
+    assert np.abs(a["w"] - b["w"]).max() > 1e-6
 
 
 def test_any_topological_order_gives_the_same_sweep():
@@ -129,3 +148,36 @@ def test_cyclic_graph_and_bad_schedule_are_refused():
     net2, xs2, lams2, y2 = setup("mlp")
     with pytest.raises(ConfigError):
         run_sweeps(net2, init_state(net2, xs2, lams2, 0.0), y2, Dynamics(), schedule="batch")
+
+
+@pytest.mark.parametrize("schedule", ["sweep", "example"])
+def test_trainer_step_equals_reference(schedule):
+    """One step of ``--method local`` (full batch, SGD, x predicted, lambda from 0, 2 sweeps
+    children first) against the reference: a sweep without learning, then one with."""
+    from lagprop.data import Dataset
+    from lagprop.train import TrainConfig, Trainer
+
+    graph = GRAPHS["dag_skip_parallel"]()
+    rng = np.random.default_rng(3)
+    X, yl = rng.normal(size=(6, 4)), rng.integers(0, 3, size=6)
+    data = Dataset("toy", X, yl, X[:2], yl[:2], 3)
+    cfg = TrainConfig(method="local", schedule=schedule, batch_size=0, optimizer="sgd", lr=0.3,
+                      relax_steps=2, state="predicted", lambda_init="zero", mu_x=0.3, mu_lambda=0.4,
+                      rho=1.0, loss="ce")
+    net = Network(graph, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    w0, b0 = net.arc_weights().numpy().copy(), biases(net)
+    with torch.no_grad():
+        x0 = per_neuron(net, net.forward_all(torch.as_tensor(X)))
+    tr = Trainer(net, data, cfg)
+    tr.train_epoch()
+    order = topological_order(graph)[::-1]
+    y = np.eye(3)[yl]
+    kw = dict(mu_x=0.3, mu_lambda=0.4, mu_w=0.3, rho=1.0, loss="ce", schedule=schedule, order=order)
+    if schedule == "sweep":
+        r1 = reference_sweeps(graph, w0, b0, x0, np.zeros_like(x0), y, learn=False, **kw)
+        r2 = reference_sweeps(graph, r1["w"], r1["b"], r1["x"], r1["lam"], y, f=r1["f"], **kw)
+    else:
+        r2 = reference_sweeps(graph, w0, b0, x0, np.zeros_like(x0), y, sweeps=2, weights_at="example", **kw)
+    assert np.abs(net.arc_weights().numpy() - r2["w"]).max() <= 1e-10
+    assert np.abs(biases(net) - r2["b"]).max() <= 1e-10
+    assert np.abs(r2["w"] - w0).max() > 1e-4

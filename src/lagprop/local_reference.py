@@ -81,7 +81,8 @@ def reference_sweeps(graph: Graph, w: np.ndarray, b: np.ndarray, x: np.ndarray, 
                      y: np.ndarray, *, mu_x: float, mu_lambda: float, mu_w: float, rho: float = 0.0,
                      loss: str = "mse", alpha: float | np.ndarray = 0.0, l1_mode: str = "prox",
                      sweeps: int = 1, schedule: str = "example", learn: bool = True,
-                     f: np.ndarray | None = None, order: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+                     f: np.ndarray | None = None, order: Sequence[int] | None = None,
+                     weights_at: str = "visit") -> dict[str, np.ndarray]:
     """Run ``sweeps`` sweeps of Algorithm 2 (fixed) and return the new x, lambda, f, w, b.
 
     ``x``, ``lam``: (examples, neurons) in graph order, inputs' columns holding the data;
@@ -89,7 +90,10 @@ def reference_sweeps(graph: Graph, w: np.ndarray, b: np.ndarray, x: np.ndarray, 
     graph has none); ``y``: (examples, outputs) in the graph's output order; ``alpha``: a
     scalar or an (examples, neurons) array (used on hidden neurons); ``f``: the stored
     pre-activations (default: summed from ``x``); ``order``: the visiting order (default:
-    topological).  Inputs are copied, not changed.
+    topological).  ``weights_at`` ('example' schedule): 'visit' changes w_ij at i's visit
+    (line 20 as printed); 'example' applies the example's changes after its pass, which is
+    the same for a parents-first order (no one reads w_ij later in the pass) but not for a
+    children-first one (the parents read w_ij after i's visit).  Inputs are copied.
     """
     x, lam, w, b = x.astype(np.float64).copy(), lam.astype(np.float64).copy(), w.astype(np.float64).copy(), \
         b.astype(np.float64).copy()
@@ -107,6 +111,7 @@ def reference_sweeps(graph: Graph, w: np.ndarray, b: np.ndarray, x: np.ndarray, 
     for _ in range(sweeps):
         gw, gb = np.zeros_like(w), np.zeros_like(b)
         for k in range(n_ex):
+            ew, eb = np.zeros_like(w), np.zeros_like(b)  # this example's change (weights_at='example')
             # the loss gradient dv/dx of the outputs at the start of the example's pass
             xo = [x[k, o] for o in outs]
             if loss == "mse":
@@ -147,16 +152,21 @@ def reference_sweeps(graph: Graph, w: np.ndarray, b: np.ndarray, x: np.ndarray, 
                 for a in into[i]:
                     g = -m * x[k, graph.arcs[a][0]]
                     if schedule == "example":
-                        if learn:
+                        if learn and weights_at == "visit":
                             w[a] -= mu_w * g
+                        ew[a] += g
                     else:
                         gw[a] += g
                 if graph.bias[i]:
                     if schedule == "example":
-                        if learn:
+                        if learn and weights_at == "visit":
                             b[i] -= mu_w * (-m)
+                        eb[i] += -m
                     else:
                         gb[i] += -m
+            if schedule == "example" and learn and weights_at == "example":
+                w -= mu_w * ew
+                b -= mu_w * eb
         if schedule == "sweep" and learn:
             w -= mu_w * gw / n_ex
             b -= mu_w * gb / n_ex
