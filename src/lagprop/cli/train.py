@@ -49,8 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prune-criterion", default="forward", choices=("forward", "relaxed", "both"),
                    help="straw = inactive in the forward pass ('forward', default: training outputs "
                         "provably unchanged), x = 0 in the relaxed state ('relaxed'), or 'both'")
-    p.add_argument("--prune-finetune", type=int, default=0,
-                   help="epochs of training without l1 on the pruned network (default 0)")
+    p.add_argument("--prune-finetune", type=int, default=10,
+                   help="after pruning, epochs of training without l1 on the pruned network (default 10; "
+                        "0 keeps the pruned net exactly as trained)")
     p.set_defaults(run=run, _parser=p)
 
 
