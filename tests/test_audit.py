@@ -20,9 +20,9 @@ DAG = Graph.random_dag(3, 6, 2, 22, levels=3, parallel=0.2, seed=4, activations=
 
 
 @pytest.mark.parametrize("graph", [MLP, DAG], ids=["mlp", "dag"])
-@pytest.mark.parametrize("rho", [0.0, 1.0])
-def test_local_engine_is_local(graph, rho):
-    reps = audit(LocalUpdater(graph, Dynamics(rho=rho, loss="mse")), graph, loss="mse")
+@pytest.mark.parametrize("rho,mailbox", [(0.0, True), (1.0, True), (1.0, False)])
+def test_local_engine_is_local(graph, rho, mailbox):
+    reps = audit(LocalUpdater(graph, Dynamics(rho=rho, loss="mse"), mailbox), graph, loss="mse")
     assert len(reps) == len([r for r in graph.roles if r != "input"])
     assert all(r.local and not r.outside for r in reps)
     for r in reps:

@@ -34,7 +34,7 @@ import torch
 from .dynamics import Dynamics
 from .graph import Graph
 from .lagrangian import loss_grad
-from .local import LocalState, check_levels, message, visit_group
+from .local import LocalState, check_levels, message, post_messages, visit_group
 from .network import Network
 
 Vars = dict[str, np.ndarray]
@@ -75,12 +75,18 @@ def _in_arc_grads(net: Network, i: int) -> list[float]:
 
 
 class LocalUpdater:
-    """One visit of the group holding neuron i by the training engine; i's results only."""
+    """One visit of the group holding neuron i by the training engine; i's results only.
 
-    def __init__(self, graph: Graph, dyn: Dynamics) -> None:
+    ``mailbox=True`` (the trainer's children-first sweep): the children's messages reach i
+    through the mailbox their own :func:`~lagprop.local.post_messages` filled; ``False``:
+    the visit sums them itself (parents-first sweeps).
+    """
+
+    def __init__(self, graph: Graph, dyn: Dynamics, mailbox: bool = True) -> None:
         self.net = Network(graph, dtype=torch.float64)
         check_levels(self.net)
         self.dyn = dyn
+        self.mailbox = mailbox
 
     def __call__(self, v: Vars, i: int) -> np.ndarray:
         net, dyn = self.net, self.dyn
@@ -93,7 +99,12 @@ class LocalUpdater:
         dv = net.scatter_outputs(loss_grad(dyn.loss, net.gather_outputs(xs), y), xs)
         g, c = net.where[i]
         with torch.no_grad():
-            visit_group(net, st, g, dv[g], None, dyn)
+            box = None
+            if self.mailbox:
+                box = [None] * len(net.groups)
+                for h in range(len(net.groups) - 1, g, -1):  # the groups a children-first sweep visits before g
+                    post_messages(net, st, h, [b for b in net.blocks if b.dst == h], box)
+            visit_group(net, st, g, dv[g], None, dyn, mailbox=box)
             net.weight_grads(st.xs, st.ms)
         cols = [st.xs[g][:, c], st.lams[g][:, c], st.fs[g][:, c], st.ms[g][:, c]]
         return np.concatenate([t.numpy() for t in cols] + [np.array(_in_arc_grads(net, i))])

@@ -209,9 +209,20 @@ def visit_group(net: Network, st: LocalState, g: int, dv: Tensor | None, alpha: 
     lt = lam_new + dyn.rho * (x_new - s) if dyn.rho else lam_new
     m = lt * ds
     st.xs[g], st.lams[g], st.fs[g], st.ms[g] = x_new, lam_new, f, m
+    post_messages(net, st, g, into.get(g, ()), mailbox, grad_scale, xg)
+    return G
+
+
+def post_messages(net: Network, st: LocalState, g: int, into_g: Sequence, mailbox: list[Tensor | None] | None,
+                  grad_scale: float | None = None, xg: dict[int, Tensor] | None = None) -> None:
+    """After group g's visit: its message m_g into its parents' mailboxes (children-first
+    sweeps) and, with ``grad_scale``, line 20's gradient of the arcs into g -- one gather of m
+    per sparse block serves both.  ``xg``: the parents' x already gathered by the visit."""
     if grad_scale is None and mailbox is None:
-        return G
-    for blk in into.get(g, ()):  # line 20 and the message to the parents, one gather of m
+        return
+    m = st.ms[g]
+    xg = xg or {}
+    for blk in into_g:
         w = net.weights[blk.param]
         post = mailbox is not None and blk.src != 0
         if blk.dense:
@@ -234,7 +245,6 @@ def visit_group(net: Network, st: LocalState, g: int, dv: Tensor | None, alpha: 
         gb = m.sum(0)
         mask = net.bias_mask(g)
         net.biases[g - 1].grad.add_(gb if mask is None else gb * mask, alpha=-grad_scale)
-    return G
 
 
 def zero_grads(net: Network) -> None:
