@@ -229,6 +229,8 @@ def prepare_args(args: argparse.Namespace) -> argparse.Namespace:
         new = parser.parse_args(file_argv + argv)
         new._argv, new._parser, new.command = args._argv, parser, args.command
         args = new
+    if getattr(args, "checkpoint_every", 0) < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0 (0: never), got {args.checkpoint_every}")
     if not args.resume:
         return args
     from ..checkpoint import read_checkpoint
