@@ -181,3 +181,19 @@ def test_trainer_step_equals_reference(schedule):
     assert np.abs(net.arc_weights().numpy() - r2["w"]).max() <= 1e-10
     assert np.abs(biases(net) - r2["b"]).max() <= 1e-10
     assert np.abs(r2["w"] - w0).max() > 1e-4
+
+
+def test_cli_method_local(tmp_path, capsys):
+    import json
+
+    from lagprop.cli import main
+
+    for schedule in ("sweep", "example"):
+        out = tmp_path / schedule
+        assert main(["train", "--dataset", "xor", "--method", "local", "--schedule", schedule, "--epochs", "2",
+                     "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["method"] == "local" and summary["epochs"] == 2
+    assert main(["train", "--dataset", "xor", "--method", "local", "--schedule", "batch", "--epochs", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--schedule" in capsys.readouterr().err

@@ -376,6 +376,8 @@ def local_method(trainer: Trainer) -> Callable[[Tensor | None], None]:
     if order not in ORDERS:
         raise ConfigError(f"the local engine's order must be one of {ORDERS}, got {order!r}")
     reverse = order == "backward"
+    # the trainer resolves --relax-steps 0 (auto: the depth); older trainers kept it in cfg
+    steps = getattr(trainer, "relax_steps", cfg.relax_steps) or max(1, net.depth)
 
     def per_example_step() -> None:
         trainer.weight_step()
@@ -389,16 +391,17 @@ def local_method(trainer: Trainer) -> Callable[[Tensor | None], None]:
             base, gathered = input_part(net, x_in)
             xs, lams = _initial(trainer, idx, x_in, base)
             ls = init_state(net, xs, lams, dyn.rho, base)
-            for k in range(cfg.relax_steps):
+            for k in range(steps):
+                prev = [t.clone() for t in ls.xs] if schedule == "example" else list(ls.xs)
                 if schedule == "example":
                     G = sweep_per_example(net, ls, y, dyn, alpha, per_example_step, reverse)
                 else:
-                    last = k == cfg.relax_steps - 1
+                    last = k == steps - 1
                     if last:
                         zero_grads(net)
                     G = sweep(net, ls, y, dyn, alpha, base, gathered, blocks, reverse,
                               1.0 / x_in.shape[0] if last else None)
-            trainer._accumulate(G, ls.xs, y)
+            trainer._accumulate(G, ls.xs, y, lams=ls.lams, prev=prev)
             st.put(idx, ls.xs if cfg.state == "stored" else None,
                    ls.lams if cfg.lambda_init == "stored" else None)
         if schedule == "sweep":
