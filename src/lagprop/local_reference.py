@@ -5,7 +5,7 @@ arc list, one weight per arc, one bias per neuron, activations written out with 
 It is slow on purpose and meant for small graphs; :mod:`lagprop.local` must agree with it
 to rounding.
 
-What is fixed with respect to the printed pseudo-code (MATH.md):
+What is fixed with respect to the printed pseudo-code (MATH.md lists 1 and 2):
 
 1. The accumulators dL/dx_{kappa i} and f_{kappa i} are initialised once (line 1) and then
    only added to; here both are reset at every visit of (kappa, i), in every sweep.
@@ -13,7 +13,12 @@ What is fixed with respect to the printed pseudo-code (MATH.md):
    *into* i (the paper writes w_ri inside sigma').  f is a per-(kappa, i) variable that a
    neuron keeps between visits: a child's sigma'_{kappa r} is read from its stored f_r.
 3. Line 20 reads ``w <- w - mu_w lambda sigma' x``, which is ascent on L (Eq. 3 says
-   dL/dw_ij = -lambda_i sigma'_i x_j); learning descends: ``w <- w + mu_w lambda sigma' x``.
+   dL/dw_ij = -lambda_i sigma'_i x_j); learning descends: ``w <- w + mu_w lambda sigma' x``
+   (with lambda = -dv/dx at the stationary point, Eq. 6, the printed sign climbs the loss).
+
+The loop "for i = 1 to n" assumes a numbering; here the visiting order is given (default:
+topological, parents first).  Any order that keeps every arc's tail before its head gives
+the same result, and so does any order that keeps every head before its tail.
 
 Generalisations, each reducing to the paper's case: MDMM's augmented term (lambda~ = lambda
 + rho G in the x and w gradients; rho = 0 is the paper's BDMM), the l1 term by subgradient
