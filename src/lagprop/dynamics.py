@@ -54,11 +54,19 @@ class Dynamics:
             raise ConfigError("--l1-mode must be 'prox' or 'subgradient'")
 
 
-def forward_state(net: Network, x_in: Tensor, base: Sequence[Tensor | None] | None = None) -> State:
-    """x of every group by the feed-forward pass (the 'predicted' x); reuses ``base``."""
+def forward_state(net: Network, x_in: Tensor, base: Sequence[Tensor | None] | None = None,
+                  return_preactivations: bool = False):
+    """x of every group by the feed-forward pass (the 'predicted' x); reuses ``base``.
+
+    With ``return_preactivations`` also returns the pre-activations, which the first
+    relaxation step can reuse (they are those of this very state).
+    """
+    if not net.acyclic:
+        net.forward_all(x_in)  # raises CycleError with the explanation
     if base is None:
-        return net.forward_all(x_in)
+        base = net.input_contribution(x_in)
     xs: State = [x_in]
+    pre: list[Tensor | None] = [None]
     by_dst: dict[int, list] = {}
     for blk in net.blocks:
         if blk.src != 0:
@@ -67,8 +75,9 @@ def forward_state(net: Network, x_in: Tensor, base: Sequence[Tensor | None] | No
         a = base[g]
         for blk in by_dst.get(g, []):
             a = net._block_apply(blk, xs[blk.src], a)
+        pre.append(a)
         xs.append(net.acts[g].fn(a))
-    return xs
+    return (xs, pre) if return_preactivations else xs
 
 
 def zero_state(net: Network, x_in: Tensor) -> State:
@@ -77,9 +86,13 @@ def zero_state(net: Network, x_in: Tensor) -> State:
 
 def relax_step(net: Network, xs: State, lams: State, y: Tensor, dyn: Dynamics,
                alpha: Sequence[Tensor | float | None] | None = None,
-               base: Sequence[Tensor | None] | None = None) -> tuple[State, State]:
-    """One Jacobi sweep of x-descent and lambda-ascent over a batch (weights fixed)."""
-    terms = evaluate(net, xs, lams, dyn.rho, base)
+               base: Sequence[Tensor | None] | None = None,
+               a: Sequence[Tensor | None] | None = None) -> tuple[State, State]:
+    """One Jacobi sweep of x-descent and lambda-ascent over a batch (weights fixed).
+
+    ``a``, when given, are the pre-activations at ``xs`` (e.g. from the forward pass).
+    """
+    terms = evaluate(net, xs, lams, dyn.rho, base, a)
     sub = alpha if dyn.l1_mode == "subgradient" else None
     dx = x_grads(net, xs, terms, y, dyn.loss, sub)
     new_x: State = [xs[0]]

@@ -66,9 +66,14 @@ class Terms:
 
 
 def evaluate(net: Network, xs: Sequence[Tensor], lams: Sequence[Tensor | None], rho: float,
-             base: Sequence[Tensor | None] | None = None) -> Terms:
-    """Pre-activations, residuals and the child-sum factors m at state (x, lambda)."""
-    a = net.preactivations(xs, skip_src=0 if base is not None else None, base=base)
+             base: Sequence[Tensor | None] | None = None,
+             a: Sequence[Tensor | None] | None = None) -> Terms:
+    """Pre-activations, residuals and the child-sum factors m at state (x, lambda).
+
+    ``a`` may pass pre-activations already known at this state (they are not recomputed).
+    """
+    if a is None:
+        a = net.preactivations(xs, skip_src=0 if base is not None else None, base=base)
     n = len(net.groups)
     ds: list[Tensor | None] = [None] * n
     G: list[Tensor | None] = [None] * n

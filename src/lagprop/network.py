@@ -173,6 +173,14 @@ class Network(nn.Module):
         return out
 
     @property
+    def depth(self) -> int:
+        """Arcs on the longest path from an input to an output (DAG); the group count otherwise."""
+        levels = self.graph.topological_levels()
+        if levels is None:
+            return len(self.groups) - 1
+        return max(levels[i] for i in self.graph.outputs)
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

@@ -50,9 +50,9 @@ class TrainConfig:
     mu_x: float = 0.5
     mu_lambda: float = 0.5
     rho: float = 1.0              # MDMM's augmented term; bdmm forces 0
-    relax_steps: int = 2          # K relaxation steps per weight step
+    relax_steps: int = 0          # K relaxation steps per weight step; 0 = auto (the depth)
     state: str = "predicted"      # 'predicted' (x by a forward pass) or 'stored'
-    lambda_init: str = "stored"   # 'stored' (kept between visits) or 'zero'
+    lambda_init: str = "zero"     # 'zero' (predicted as 0 each visit) or 'stored'
     x_init: str = "forward"       # first visit of a stored x: 'forward' or 'zero'
     loss: str = "ce"
     l1: float = 0.0
@@ -75,8 +75,8 @@ class TrainConfig:
             raise ConfigError(f"--batch-size must be >= 0 (0 = the whole training set), got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
-        if self.relax_steps < 1:
-            raise ConfigError(f"--relax-steps must be >= 1, got {self.relax_steps}")
+        if self.relax_steps < 0:
+            raise ConfigError(f"--relax-steps must be >= 1, or 0 for the depth of the graph, got {self.relax_steps}")
         if self.state not in ("predicted", "stored"):
             raise ConfigError("--state must be 'predicted' or 'stored'")
         if self.lambda_init not in ("stored", "zero"):
@@ -140,14 +140,11 @@ class Trainer:
         if data.n_inputs != len(net.graph.inputs) or data.n_outputs != len(net.graph.outputs):
             raise ConfigError(f"the data has {data.n_inputs} inputs and {data.n_outputs} outputs but "
                               f"the graph has {len(net.graph.inputs)} and {len(net.graph.outputs)}")
-        # a cyclic graph has no forward pass: x is stored per example, inference and the
-        # backprop baseline go through the fixed-point iteration (lagprop.cyclic)
+        # a cyclic graph has no forward pass: the predicted x, inference and the backprop
+        # baseline go through the loss-free fixed-point iteration instead (lagprop.cyclic)
         self.cyclic = None
         if not net.acyclic:
             from .cyclic import CyclicHooks
-            if cfg.method != "backprop" and cfg.state == "predicted":
-                raise ConfigError("this graph has a cycle, so x cannot be predicted by a forward pass; "
-                                  "pass --state stored (x kept per example between visits)")
             self.cyclic = CyclicHooks(net, cfg.extra)
         self.cfg, self.net, self.data = cfg, net, data
         self.device = net.device
@@ -159,6 +156,9 @@ class Trainer:
         self.n = len(self.X)
         self.opt = make_optimizer(cfg, net.parameters())
         self.dyn = cfg.dynamics()
+        # K = 0 means one step per layer of depth: with lambda predicted as 0, information
+        # crosses one layer per relaxation step, so K >= depth reaches the first layer.
+        self.relax_steps = cfg.relax_steps or max(1, net.depth)
         self.epoch = 0
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
@@ -189,6 +189,7 @@ class Trainer:
         x_in = net.split_inputs(x_in)
         with torch.no_grad():
             base = net.input_contribution(x_in)
+            a = None
             if cfg.state == "stored":
                 xs = [x_in] + st.get_x(idx)[1:]
                 if st.any_fresh(idx):  # no device sync once every example was visited
@@ -196,14 +197,17 @@ class Trainer:
                     fwd = forward_state if self.cyclic is None else self.cyclic.initial_state
                     init = fwd(net, x_in, base) if cfg.x_init == "forward" else zero_state(net, x_in)
                     xs = [x_in] + [torch.where(fresh[:, None], i, s) for i, s in zip(init[1:], xs[1:])]
+            elif self.cyclic is not None:
+                xs = self.cyclic.initial_state(net, x_in, base)
             else:
-                xs = forward_state(net, x_in, base)
+                xs, a = forward_state(net, x_in, base, return_preactivations=True)
             lams = st.get_lambda(idx) if cfg.lambda_init == "stored" else [None] + [
                 torch.zeros_like(t) for t in xs[1:]]
             alpha = self.alpha.for_batch(len(net.groups), idx) if self.alpha else None
-            for _ in range(cfg.relax_steps):
+            for _ in range(self.relax_steps):
                 prev = xs
-                xs, lams = relax_step(net, xs, lams, y, dyn, alpha, base)
+                xs, lams = relax_step(net, xs, lams, y, dyn, alpha, base, a)
+                a = None  # the forward pass's pre-activations serve the first step only
             terms = weight_grads(net, xs, lams, dyn, base)
             self._accumulate(terms.G, xs, y, lams, prev)
             st.put(idx, xs if cfg.state == "stored" else None,
@@ -334,6 +338,11 @@ class Trainer:
             self._diverged("the loss or the constraint violation became NaN or infinite")
         if m["constraint_violation"] > self.cfg.max_violation:
             self._diverged(f"the constraint violation exploded to {m['constraint_violation']:.3g}")
+        # a loss 1e4 times that of the all-zero output (log C for cross-entropy) has exploded
+        ref = float(loss_value(self.cfg.loss, torch.zeros_like(self.Y[:1024]), self.Y[:1024]).mean())
+        loss = m.get("train_loss", 0.0)
+        if loss > 1e4 * max(ref, 1e-3):
+            self._diverged(f"the training loss exploded to {loss:.3g}")
         self._check_finite()
 
     def _diverged(self, what: str) -> None:
