@@ -131,14 +131,11 @@ def test_file_round_trip(tmp_path_factory, raw):
         if g.roles[i] != "input":
             assert h.activations[j] == g.activations[i]
     assert sorted((h.names[t], h.names[s]) for t, s in h.arcs) == sorted((g.names[t], g.names[s]) for t, s in g.arcs)
-    # inputs keep their order (the order of the data's columns); outputs: see the xfail below
+    # inputs and outputs keep their order (the order of the data's columns and targets)
     assert [h.names[i] for i in h.inputs] == [g.names[i] for i in g.inputs]
+    assert [h.names[i] for i in h.outputs] == [g.names[i] for i in g.outputs]
 
 
-@pytest.mark.xfail(reason="Graph.from_arcs numbers neurons by first appearance, so an output that is the tail "
-                          "of an earlier arc comes before the outputs listed ahead of it: the 'outputs' line of a "
-                          "graph file does not fix the order of the targets (found by test_file_round_trip)",
-                   strict=False)
 def test_from_arcs_keeps_the_declared_output_order():
     g = Graph.from_arcs([("a", "y2"), ("y2", "y1")], inputs=["a"], outputs=["y1", "y2"])
     assert [g.names[i] for i in g.outputs] == ["y1", "y2"]

@@ -111,11 +111,14 @@ class Graph:
         dup = set(inputs) & set(outputs)
         if dup:
             raise GraphError(f"neurons {sorted(map(str, dup))} are both input and output")
+        # inputs first and outputs last, each in the declared order (the order of the data's
+        # columns and targets), hidden neurons in order of appearance in between
         order: dict[Any, int] = {}
-        for v in list(inputs) + [v for a in arcs for v in a] + list(outputs):
+        in_set, out_set = set(inputs), set(outputs)
+        hidden = [v for a in arcs for v in a if v not in in_set and v not in out_set]
+        for v in list(inputs) + hidden + list(outputs):
             order.setdefault(v, len(order))
         index = order
-        in_set, out_set = set(inputs), set(outputs)
         roles = ["input" if v in in_set else "output" if v in out_set else "hidden" for v in order]
         acts = [
             "identity" if r == "input" else output_activation if r == "output" else activation
