@@ -34,7 +34,9 @@ from .network import Network
 from .state import ExampleState, L1Weights
 
 LAGRANGIAN_METHODS = ("mdmm", "bdmm")
-METHODS = ("mdmm", "bdmm", "backprop")
+# backprop-unrolled: backprop through the unrolled fixed-point iteration, the baseline for
+# cyclic graphs (plain backprop needs a feed-forward pass and refuses a cycle)
+METHODS = ("mdmm", "bdmm", "backprop", "backprop-unrolled")
 
 
 @dataclass
@@ -143,6 +145,10 @@ class Trainer:
         # a cyclic graph has no forward pass: the predicted x, inference and the backprop
         # baseline go through the loss-free fixed-point iteration instead (lagprop.cyclic)
         self.cyclic = None
+        if cfg.method == "backprop" and not net.acyclic:
+            raise ConfigError("backprop needs a feed-forward pass and this graph has a cycle; use "
+                              "--method mdmm, or --method backprop-unrolled (backprop through the "
+                              "unrolled fixed-point iteration)")
         if not net.acyclic:
             from .cyclic import CyclicHooks
             self.cyclic = CyclicHooks(net, cfg.extra)
@@ -170,7 +176,7 @@ class Trainer:
                                       keep_lambda=cfg.lambda_init == "stored")
         if cfg.method in _EXTRA_METHODS:
             self._step = _EXTRA_METHODS[cfg.method](self)
-        elif cfg.method == "backprop":
+        elif cfg.method in ("backprop", "backprop-unrolled"):
             self._step = self._backprop_step
         else:
             self._step = self._lagrangian_step
