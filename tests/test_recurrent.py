@@ -160,6 +160,7 @@ def _adding(T=5, n=400):
 
 
 def _short_run(method: str, **kw) -> SeqTrainer:
+    kw.setdefault("lambda_init", "stored")
     cfg = TrainConfig(method=method, epochs=15, batch_size=10, lr=0.003, relax_steps=20, **kw)
     return SeqTrainer(RNNCell(2, 16, 1, generator=torch.Generator().manual_seed(0)), _adding(), cfg)
 

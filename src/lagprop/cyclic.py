@@ -3,8 +3,12 @@
 The paper's formulation allows "any directed graph".  With a cycle there is no order in
 which to compute the neurons, but nothing in the Lagrangian (Eq. 2) or its saddle dynamics
 (Eqs. 3-5, :func:`lagprop.dynamics.relax_step`) needs one: every term reads a neuron's
-parents and children only.  So a cyclic graph trains with the same Jacobi sweeps, with
-each example's x *stored* between visits (there is no forward pass to predict it from).
+parents and children only.  So a cyclic graph trains with the same Jacobi sweeps.  Between
+visits an example's x is either *stored*, or *predicted* as for a DAG, where the forward
+pass is replaced by the loss-free fixed-point iteration below (on a DAG that iteration
+reaches the forward pass in depth sweeps).  Measured (benchmarks/bench_cyclic.py): the
+predicted x trains as well as backprop through the fixed point; the stored x drifts as the
+weights move, and the weights wander out of the contraction region.
 
 What changes is inference.  For a new input the targets are unknown, so the loss is out
 and only the constraints remain: x must satisfy G(x) = x - sigma(a(x)) = 0.  We find it by
@@ -152,7 +156,7 @@ class CyclicHooks:
         return out
 
     def initial_state(self, net: Network, x_in: Tensor, base: Sequence[Tensor | None] | None = None) -> list:
-        """The first x of a stored state: the fixed point for the current weights (loss-free)."""
+        """The predicted x (and the first x of a stored one): the loss-free fixed point."""
         xs, _ = fixed_point(net, x_in, int(self.opts["fp_iters"]), float(self.opts["fp_tol"]),
                             float(self.opts["fp_damping"]), base=base)
         return xs

@@ -208,7 +208,8 @@ class SeqTrainer:
     Lagrangian methods, per mini-batch: x and o by the forward pass through time
     (``state='predicted'``) or stored per example and step (``'stored'``); lambda and mu
     stored (``lambda_init='stored'``) or zero; ``relax_steps`` Jacobi sweeps over all steps
-    at once; one weight step with dL/dw / batch at the relaxed state.  ``backprop`` is BPTT
+    at once (0: T + 1, the depth of the unrolled graph); one weight step with dL/dw / batch
+    at the relaxed state.  ``backprop`` is BPTT
     by autograd on the same cell, batches and optimizer.  The loss follows the task: mse for
     regression, soft-max cross-entropy at every target step for classification.
     """
@@ -236,6 +237,8 @@ class SeqTrainer:
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max(cfg.epochs, 1)) \
             if sched == "cosine" else None
         self.rho = 0.0 if cfg.method == "bdmm" else cfg.rho
+        # K = 0: the depth of the unrolled graph (T cell steps and the readout), as for DAGs
+        self.relax_steps = cfg.relax_steps or data.seq_len + 1
         self.epoch, self.seconds = 0, 0.0
         self.history: list[dict[str, float]] = []
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -265,12 +268,12 @@ class SeqTrainer:
             grads = bptt_grads(cell, u, y, self.steps, cfg.loss)
             for p, g in zip(cell.parameters(), grads):
                 p.grad = g
-            self.opt.step()
+            self._weight_step()
             return
         with torch.no_grad():
             inp = u @ cell.U.t() + cell.b
             st = self._initial_state(idx, u)
-            for _ in range(cfg.relax_steps):
+            for _ in range(self.relax_steps):
                 st = relax_step_seq(cell, u, y, self.steps, st, cfg.mu_x, cfg.mu_lambda, self.rho, cfg.loss, inp)
             terms = weight_grads_seq(cell, u, self.steps, st, self.rho, 1.0 / len(idx), inp)
             self._acc[0] += float((terms.G ** 2).sum() + (terms.H ** 2).sum())
@@ -281,6 +284,12 @@ class SeqTrainer:
                 self.visited[idx] = True
             if cfg.lambda_init == "stored":
                 s.lam[idx], s.mu[idx] = st.lam, st.mu
+        self._weight_step()
+
+    def _weight_step(self) -> None:
+        clip = float(self.cfg.extra.get("clip", 0.0))
+        if clip > 0:  # the usual RNN safeguard, applied alike to both methods
+            torch.nn.utils.clip_grad_norm_(list(self.cell.parameters()), clip)
         self.opt.step()
 
     def _initial_state(self, idx: Tensor, u: Tensor) -> SeqState:

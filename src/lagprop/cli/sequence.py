@@ -30,12 +30,16 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cell-activation", default="tanh", help="recurrent unit activation (default tanh)")
     g.add_argument("--rnn-init", default="orthogonal", help="W init: orthogonal (default), identity, uniform")
     g.add_argument("--rnn-gain", type=float, default=1.0, help="scale of the initial W (default 1)")
+    g.add_argument("--clip", type=float, default=0.0, help="clip the weight gradient's norm (0: off, default)")
     g.add_argument("--lr-schedule", default="constant", help="constant (default) or cosine (lr to 0 over --epochs)")
 
 
 def run_sequence(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     cfg.extra["lr_schedule"] = args.lr_schedule
+    if args.clip < 0:
+        raise ConfigError(f"--clip must be >= 0 (0: off), got {args.clip}")
+    cfg.extra["clip"] = args.clip
     if len(args.hidden) != 1:
         raise ConfigError(f"--hidden gives the recurrent state size, one number, got {args.hidden}")
     if args.graph:
