@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--relax-steps", type=int, default=20)
+    ap.add_argument("--lambda-init", default="stored", help="stored (default here: the recipe) or zero")
+    ap.add_argument("--clip", type=float, default=0.0, help="gradient-norm clipping for both methods (0: off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default="mdmm,backprop")
@@ -72,7 +74,8 @@ def main() -> None:
     key = "test_mse" if ds.n_classes is None else "test_accuracy"
     for method in a.methods.split(","):
         cfg = TrainConfig(method=method, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                          relax_steps=a.relax_steps, seed=a.seed, extra={"lr_schedule": "cosine"})
+                          relax_steps=a.relax_steps, lambda_init=a.lambda_init, seed=a.seed,
+                          extra={"lr_schedule": "cosine", "clip": a.clip})
         cell = RNNCell(ds.n_inputs, a.hidden, ds.n_outputs, generator=torch.Generator().manual_seed(a.seed))
         tr = SeqTrainer(cell, ds, cfg)
         tr.fit(callback=lambda t, m: print(f"  {t.cfg.method} epoch {m['epoch']}: {key} {m[key]:.4f}, "
@@ -82,7 +85,8 @@ def main() -> None:
         best = min if key == "test_mse" else max
         s["best_" + key] = best(h[key] for h in tr.history)
         results[method] = s
-    print(f"\n{ds.name}, state {a.hidden}, {a.epochs} epochs, batch {a.batch_size}, K={a.relax_steps}")
+    print(f"\n{ds.name}, state {a.hidden}, {a.epochs} epochs, batch {a.batch_size}, K={a.relax_steps}, "
+          f"lambda {a.lambda_init}, lr {a.lr} cosine")
     for method in a.methods.split(","):
         s = results[method]
         print(f"  {method:9s} {key} {s[key]:.4f} (best {s['best_' + key]:.4f}), train "
