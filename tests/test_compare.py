@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from lagprop.cli import main
 from lagprop.cli.common import build_network
@@ -36,7 +37,11 @@ def test_cli_writes_table_json_csv_png(tmp_path, capsys):
     d = json.loads((out / "compare.json").read_text())
     assert d["methods"] == ["backprop", "mdmm"]
     assert [r["epoch"] for r in d["histories"]["mdmm"]] == [0, 1, 2]
-    assert d["state_numbers"]["mdmm"] > 0 and "backprop" not in d["state_numbers"]
+    # the store holds x and/or lambda per training example and non-input neuron, as configured
+    cfg = d["configs"]["mdmm"]
+    kept = (cfg["state"] == "stored") + (cfg["lambda_init"] == "stored")
+    assert d["state_numbers"]["mdmm"] == kept * len(load_dataset("digits").X_train) * (16 + 10)
+    assert "backprop" not in d["state_numbers"]
     ratio = d["ratios_vs_backprop"]["mdmm"]["seconds_per_epoch_ratio"]
     assert ratio == pytest.approx(d["seconds_per_epoch"]["mdmm"] / d["seconds_per_epoch"]["backprop"])
     rows = list(csv.DictReader((out / "compare.csv").read_text().splitlines()))
@@ -105,14 +110,24 @@ def test_bad_methods_exit_2(tmp_path, capsys, methods, needle):
     assert not (tmp_path / "x").exists()
 
 
-def test_a_diverging_method_stops_and_the_others_finish(tmp_path, capsys):
-    rc = main(["compare", "--dataset", "xor", "--hidden", "8", "--methods", "backprop,bdmm", "--epochs", "3",
-               "--mu-x", "40", "--mu-lambda", "40", "--lr", "5", "--out", str(tmp_path / "d"), "--quiet"])
+def test_a_diverging_method_stops_and_the_others_finish(tmp_path, capsys, monkeypatch):
+    import lagprop.train as train_mod
+
+    def exploding(trainer):  # a method whose weights become NaN: the trainer's guard must fire
+        def step(idx):
+            with torch.no_grad():
+                for p in trainer.net.parameters():
+                    p.fill_(float("nan"))
+        return step
+
+    monkeypatch.setitem(train_mod._EXTRA_METHODS, "exploding", exploding)
+    rc = main(["compare", "--dataset", "xor", "--hidden", "8", "--methods", "backprop,exploding", "--epochs", "3",
+               "--out", str(tmp_path / "d"), "--quiet"])
     assert rc == 3
     d = json.loads((tmp_path / "d" / "compare.json").read_text())
-    assert "bdmm" in d["errors"] and "diverged" in d["errors"]["bdmm"]
-    assert len(d["histories"]["backprop"]) == 4
-    assert "bdmm: stopped" in capsys.readouterr().out
+    assert "exploding" in d["errors"] and "diverged" in d["errors"]["exploding"]
+    assert len(d["histories"]["backprop"]) == 4 and len(d["histories"]["exploding"]) == 1
+    assert "exploding: stopped" in capsys.readouterr().out
 
 
 def test_parse_methods():

@@ -44,6 +44,7 @@ class Comparison:
     histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)   # method -> why it stopped
     state_numbers: dict[str, int] = field(default_factory=dict)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> its TrainConfig
 
     @property
     def metric(self) -> str:
@@ -107,7 +108,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "graph": self.graph, "config": self.config,
                 "methods": self.methods, "metric": self.metric, "errors": self.errors,
-                "state_numbers": self.state_numbers,
+                "state_numbers": self.state_numbers, "configs": self.configs,
                 "seconds_per_epoch": {m: self.seconds_per_epoch(m) for m in self.methods if self.histories.get(m)},
                 "ratios_vs_backprop": self.ratios(), "histories": self.histories}
 
@@ -192,37 +193,53 @@ def compare(data: Dataset, graph: Graph, cfg: TrainConfig, methods: Sequence[str
     ``cfg`` supplies everything but the method.  A method that diverges stops (its error is
     kept in :attr:`Comparison.errors`); the others go on.
     """
+    configs = {m: replace(cfg, method=m, extra=dict(cfg.extra)) for m in methods}
+    return compare_configs(data, graph, configs, dtype, on_epoch)
+
+
+def compare_configs(data: Dataset, graph: Graph, configs: dict[str, TrainConfig], dtype: str = "float32",
+                    on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+                    stop_when: Callable[[dict[str, float]], bool] | None = None) -> Comparison:
+    """Like :func:`compare`, for labelled configurations (e.g. variants of one method).
+
+    The configurations must share the seed (hence the initial weights and the data order);
+    each trains for its own ``epochs``.  ``stop_when(row)`` true ends a label's training
+    early (e.g. on reaching a target accuracy).
+    """
     from .cli.common import build_network
 
-    methods = list(methods)
+    labels = list(configs)
+    if not labels:
+        raise ConfigError("nothing to compare: give at least one method")
     trainers: dict[str, Trainer] = {}
-    for m in methods:
-        mcfg = replace(cfg, method=m, extra=dict(cfg.extra))
+    for label, mcfg in configs.items():
         mcfg.validate()
-        trainers[m] = Trainer(build_network(graph, mcfg, dtype), data, mcfg)
+        trainers[label] = Trainer(build_network(graph, mcfg, dtype), data, mcfg)
     _check_same_start(trainers)
-    result = Comparison(data.name, graph.summary(), cfg.to_dict(), methods)
-    for m, t in trainers.items():
+    first_cfg = configs[labels[0]]
+    result = Comparison(data.name, graph.summary(), first_cfg.to_dict(), labels)
+    result.configs = {label: c.to_dict() for label, c in configs.items()}
+    for label, t in trainers.items():
         first = t.evaluate()
         first.update(epoch=0, seconds=0.0)
-        result.histories[m] = [first]
+        result.histories[label] = [first]
         if t.state is not None:
-            result.state_numbers[m] = t.state.numbers()
-    running = list(methods) if cfg.epochs > 0 else []
+            result.state_numbers[label] = t.state.numbers()
+    running = [label for label in labels if configs[label].epochs > 0]
     while running:
-        for m in list(running):
-            t = trainers[m]
+        for label in list(running):
+            t = trainers[label]
             try:
                 row = t.train_epoch()
             except DivergenceError as e:
-                result.errors[m] = str(e)
-                running.remove(m)
+                result.errors[label] = str(e)
+                running.remove(label)
                 continue
-            result.histories[m].append(dict(row))
+            result.histories[label].append(dict(row))
             if on_epoch is not None:
-                on_epoch(m, row)
-            if t.epoch >= cfg.epochs:
-                running.remove(m)
+                on_epoch(label, row)
+            if t.epoch >= configs[label].epochs or (stop_when is not None and stop_when(row)):
+                running.remove(label)
     return result
 
 
