@@ -35,8 +35,10 @@ Gauss-Seidel sweeps in which non-adjacent neurons commute, both are checked agai
 reference.  The trainer visits children first by default: then one sweep carries the
 teacher's signal from the outputs to the first layer, as backpropagation's backward pass
 does, while x is predicted by the forward pass; parents first, the hidden neurons read
-their children's messages from before the sweep, and on digits with the default flags
-(stored lambda) training drifted into divergence after about ten epochs.  Children first
+their children's messages from before the sweep; on digits (64-100-10, batches of 64,
+Adam 1e-3, 2 sweeps, lambda stored between visits) parents-first training drifted into
+divergence after twelve epochs (test accuracy 0.94, then 0.59 at epoch 30) where children
+first reached 0.967 with the same flags.  Children first
 is also cheaper: a neuron posts its new message to its parents' child sums ("mailbox") in
 the same block pass that forms its weight gradient, so a sweep costs per block one
 pre-activation product, one gather of the messages, one weight-gradient reduction and one
