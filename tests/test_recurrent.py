@@ -207,6 +207,12 @@ def test_cli_trains_parity_and_writes_the_summary(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["method"] == "mdmm" and s["epochs"] == 2 and s["seq_len"] == 4
     assert {"test_accuracy", "train_accuracy", "constraint_violation", "seconds"} <= set(s)
+    # sequences store lambda unless told otherwise; an explicit flag is honoured
+    assert json.loads((out / "config.json").read_text())["train"]["lambda_init"] == "stored"
+    rc = main(["train", "--dataset", "parity", "--seq-len", "4", "--n-train", "50", "--n-test", "20",
+               "--hidden", "4", "--epochs", "1", "--lambda-init", "zero", "--out", str(out), "--quiet",
+               "--overwrite"])
+    assert rc == 0 and json.loads((out / "config.json").read_text())["train"]["lambda_init"] == "zero"
 
 
 def test_cli_rejects_a_layer_list_for_the_state_size(tmp_path, capsys):
