@@ -14,10 +14,10 @@ and writes only its own x_i, lambda_i, f_i and the weights into i.  So two neuro
 share no arc commute, and a set of pairwise non-adjacent neurons can be visited at once
 with exactly the sequential result (MATH.md).  The compiled network's groups are such sets
 for a DAG (topological levels, possibly split by role and activation; the layers of an
-MLP), so one sweep here is a loop over groups in topological order, each group updated by
-block products: per sweep every block is used once for the child sums and once for the
-pre-activations, plus once for the weight gradient, as backpropagation uses each block
-once forward and twice backward -- Theta(|A| l).
+MLP), so one sweep here is a loop over the groups in topological order or its reverse,
+each group updated by block products: per sweep every block is used for the
+pre-activations, the child sums and the weight gradient, as backpropagation uses each
+block once forward and twice backward -- Theta(|A| l).
 
 The visit of neuron i (paper Algorithm 2, lines 5-20, with f the stored pre-activation)::
 
@@ -38,11 +38,11 @@ does, while x is predicted by the forward pass; parents first, the hidden neuron
 their children's messages from before the sweep; on digits (64-100-10, batches of 64,
 Adam 1e-3, 2 sweeps, lambda stored between visits) parents-first training drifted into
 divergence after twelve epochs (test accuracy 0.94, then 0.59 at epoch 30) where children
-first reached 0.967 with the same flags.  Children first
-is also cheaper: a neuron posts its new message to its parents' child sums ("mailbox") in
-the same block pass that forms its weight gradient, so a sweep costs per block one
-pre-activation product, one gather of the messages, one weight-gradient reduction and one
-scatter into the parents -- what backpropagation's forward and backward passes cost.
+first reached 0.967 with the same flags.  Children first is also cheaper: a neuron posts
+its new message to its parents' child sums ("mailbox") in the same block pass that forms
+its weight gradient, so a sweep costs per block one pre-activation product, one gather of
+the messages, one weight-gradient reduction and one scatter into the parents -- what
+backpropagation's forward and backward passes cost.
 
 Weight schedules: ``'example'`` applies each example's gradient before the next example
 (line 20 inside the loop over examples: on-line learning); ``'sweep'`` sums over the
