@@ -218,3 +218,17 @@ def test_cli_trains_parity_and_writes_the_summary(tmp_path):
 def test_cli_rejects_a_layer_list_for_the_state_size(tmp_path, capsys):
     rc = main(["train", "--dataset", "adding", "--hidden", "8,8", "--epochs", "1", "--out", str(tmp_path)])
     assert rc == 2 and "state size" in capsys.readouterr().err
+
+
+def test_mnist1d_is_read_left_to_right_one_value_per_step(monkeypatch):
+    from lagprop import data as data_mod
+    rng = np.random.default_rng(0)
+    X, Xt = rng.normal(size=(6, 40)).astype(np.float32), rng.normal(size=(3, 40)).astype(np.float32)
+    fake = data_mod.Dataset("mnist1d", X, np.arange(6) % 10, Xt, np.arange(3), 10)
+    monkeypatch.setattr(data_mod, "load_dataset", lambda name, **kw: fake)
+    ds = load_sequence_task("mnist1d-seq")
+    assert ds.U_train.shape == (6, 40, 1) and ds.steps == (39,) and ds.n_outputs == 10
+    for k in range(6):
+        for t in range(40):
+            assert ds.U_train[k, t, 0] == X[k, t]
+    assert list(ds.Y_train[:, 0]) == list(np.arange(6) % 10)
