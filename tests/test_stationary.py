@@ -105,3 +105,21 @@ def test_eq7_holds_at_converged_point_with_l1():
     if out_err < 1e-8:
         eq7 = alpha * torch.sign(xs[1][support]) + lams[1][support]
         assert eq7.abs().max() < 1e-8
+
+
+def test_fast_first_step_equals_the_general_relaxation_step():
+    """The shortcut for the first step from a forward pass with lambda = 0 gives the same
+    state as the general Jacobi step (oracle: relax_step itself, on the same numbers)."""
+    from lagprop.dynamics import first_step_from_forward, forward_state, relax_step
+
+    for name in ("mlp", "dag_skip_parallel"):
+        net = Network(GRAPHS[name](), dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+        x_in, y = _data(net, batch=5)
+        dyn = Dynamics(mu_x=0.4, mu_lambda=0.3, rho=1.0, loss="ce")
+        xs = forward_state(net, x_in)
+        lams = [None] + [torch.zeros_like(t) for t in xs[1:]]
+        ref_x, ref_l = relax_step(net, xs, lams, y, dyn)
+        fast = first_step_from_forward(net, xs, y, dyn)
+        for g in range(1, len(net.groups)):
+            torch.testing.assert_close(fast[g], ref_x[g], rtol=0, atol=1e-15)
+            assert torch.all(ref_l[g] == 0)

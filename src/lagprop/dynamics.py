@@ -87,29 +87,43 @@ def zero_state(net: Network, x_in: Tensor) -> State:
 def relax_step(net: Network, xs: State, lams: State, y: Tensor, dyn: Dynamics,
                alpha: Sequence[Tensor | float | None] | None = None,
                base: Sequence[Tensor | None] | None = None,
-               a: Sequence[Tensor | None] | None = None) -> tuple[State, State]:
+               a: Sequence[Tensor | None] | None = None,
+               cache: dict | None = None) -> tuple[State, State]:
     """One Jacobi sweep of x-descent and lambda-ascent over a batch (weights fixed).
 
-    ``a``, when given, are the pre-activations at ``xs`` (e.g. from the forward pass).
+    ``a``, when given, are the pre-activations at ``xs`` (e.g. from the forward pass);
+    ``cache`` keeps sigma and sigma' of unchanged pre-activations (see ``evaluate``).
     """
-    terms = evaluate(net, xs, lams, dyn.rho, base, a)
+    terms = evaluate(net, xs, lams, dyn.rho, base, a, cache)
     sub = alpha if dyn.l1_mode == "subgradient" else None
     dx = x_grads(net, xs, terms, y, dyn.loss, sub)
     new_x: State = [xs[0]]
     new_l: State = [None]
     for g in range(1, len(net.groups)):
-        x = xs[g] - dyn.mu_x * dx[g]
+        x = torch.add(xs[g], dx[g], alpha=-dyn.mu_x)                       # Eq. 4 descent
         if dyn.l1_mode == "prox" and alpha is not None and alpha[g] is not None:
             x = soft_threshold(x, dyn.mu_x * alpha[g])
         new_x.append(x)
-        new_l.append(lams[g] + dyn.mu_lambda * terms.G[g])
+        new_l.append(torch.add(lams[g], terms.G[g], alpha=dyn.mu_lambda))  # Eq. 5 ascent
     return new_x, new_l
 
 
+def first_step_from_forward(net: Network, xs: State, y: Tensor, dyn: Dynamics) -> State:
+    """The first relaxation step from a forward-pass x with lambda = 0 and no l1 term.
+
+    There G = 0 and lambda = 0, so lambda~ = 0, every child sum is 0, the lambda step adds
+    mu_lambda * G = 0 and the only non-zero term of Eq. 4 is dv/dx at the outputs: the
+    step is exactly ``x_out <- x_out - mu_x dv/dx`` and nothing else moves.  Computing it
+    this way gives the same numbers as :func:`relax_step` without its zero products.
+    """
+    dv = net.scatter_outputs(loss_grad(dyn.loss, net.gather_outputs(xs), y), xs)
+    return [x if d is None else torch.add(x, d, alpha=-dyn.mu_x) for x, d in zip(xs, dv)]
+
+
 def weight_grads(net: Network, xs: State, lams: State, dyn: Dynamics,
-                 base: Sequence[Tensor | None] | None = None) -> Terms:
+                 base: Sequence[Tensor | None] | None = None, cache: dict | None = None) -> Terms:
     """Write dL/dw / batch (Eq. 3, with lambda~ = lambda + rho G) into the ``.grad`` fields."""
-    terms = evaluate(net, xs, lams, dyn.rho, base)
+    terms = evaluate(net, xs, lams, dyn.rho, base, cache=cache)
     net.weight_grads(xs, terms.m, scale=1.0 / xs[0].shape[0])
     return terms
 

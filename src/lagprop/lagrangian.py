@@ -67,10 +67,14 @@ class Terms:
 
 def evaluate(net: Network, xs: Sequence[Tensor], lams: Sequence[Tensor | None], rho: float,
              base: Sequence[Tensor | None] | None = None,
-             a: Sequence[Tensor | None] | None = None) -> Terms:
+             a: Sequence[Tensor | None] | None = None,
+             cache: dict[int, tuple[Tensor, Tensor, Tensor]] | None = None) -> Terms:
     """Pre-activations, residuals and the child-sum factors m at state (x, lambda).
 
     ``a`` may pass pre-activations already known at this state (they are not recomputed).
+    ``cache`` maps a group to ``(a, sigma(a), sigma'(a))`` from an earlier call: while a
+    group's pre-activation is the very same tensor (e.g. a first hidden layer, whose inputs
+    are data, during a relaxation) sigma and sigma' are not computed again.
     """
     if a is None:
         a = net.preactivations(xs, skip_src=0 if base is not None else None, base=base)
@@ -80,11 +84,17 @@ def evaluate(net: Network, xs: Sequence[Tensor], lams: Sequence[Tensor | None], 
     m: list[Tensor | None] = [None] * n
     lam_eff: list[Tensor | None] = [None] * n
     for g in range(1, n):
-        act = net.acts[g]
-        s = act.fn(a[g])
-        ds[g] = act.derivative(a[g], s)
+        hit = cache.get(g) if cache is not None else None
+        if hit is not None and hit[0] is a[g]:
+            s, ds[g] = hit[1], hit[2]
+        else:
+            act = net.acts[g]
+            s = act.fn(a[g])
+            ds[g] = act.derivative(a[g], s)
+            if cache is not None:
+                cache[g] = (a[g], s, ds[g])
         G[g] = xs[g] - s
-        lam_eff[g] = lams[g] + rho * G[g] if rho else lams[g]
+        lam_eff[g] = torch.add(lams[g], G[g], alpha=rho) if rho else lams[g]
         m[g] = lam_eff[g] * ds[g]
     return Terms(a, ds, G, m, lam_eff)
 
@@ -103,7 +113,7 @@ def x_grads(net: Network, xs: Sequence[Tensor], terms: Terms, y: Tensor, loss: s
     for g in range(1, len(net.groups)):
         d = terms.lam_eff[g]
         if c[g] is not None:
-            d = d - c[g]
+            d = torch.sub(d, c[g])
         if dv[g] is not None:
             d = d + dv[g]
         if alpha is not None and alpha[g] is not None:

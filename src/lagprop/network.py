@@ -318,17 +318,17 @@ class Network(nn.Module):
     def weight_grads(self, xs: Sequence[Tensor], ms: Sequence[Tensor | None],
                      scale: float = 1.0) -> None:
         """Write dL/dw = -scale * sum_k m_ki x_kj (Eq. 3) into every parameter's ``.grad``."""
+        # scale m once per group (the smaller operand), not every product
+        ms = [None if m is None else m * (-scale) for m in ms]
         for blk in self.blocks:
             w = self.weights[blk.param]
             m = ms[blk.dst]
             if blk.dense:
-                g = m.t() @ xs[blk.src]
+                w.grad = m.t() @ xs[blk.src]
             else:
-                g = (m[:, blk.dst_idx] * xs[blk.src][:, blk.src_idx]).sum(0)
-            g.mul_(-scale)
-            w.grad = g
+                w.grad = (m[:, blk.dst_idx] * xs[blk.src][:, blk.src_idx]).sum(0)
         for gi in range(1, len(self.groups)):
-            g = ms[gi].sum(0).mul_(-scale)
+            g = ms[gi].sum(0)
             mask = self.bias_mask(gi)
             self.biases[gi - 1].grad = g if mask is None else g * mask
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .data import Dataset
-from .dynamics import Dynamics, forward_state, relax_step, weight_grads, zero_state
+from .dynamics import Dynamics, first_step_from_forward, forward_state, relax_step, weight_grads, zero_state
 from .errors import ConfigError, DivergenceError
 from .lagrangian import loss_value
 from .network import Network
@@ -165,6 +165,8 @@ class Trainer:
         # K = 0 means one step per layer of depth: with lambda predicted as 0, information
         # crosses one layer per relaxation step, so K >= depth reaches the first layer.
         self.relax_steps = cfg.relax_steps or max(1, net.depth)
+        out_groups = {g for g, grp in enumerate(net.groups) if grp.role == "output"}
+        self._outputs_have_children = any(b.src in out_groups for b in net.blocks)
         self.epoch = 0
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
@@ -210,11 +212,24 @@ class Trainer:
             lams = st.get_lambda(idx) if cfg.lambda_init == "stored" else [None] + [
                 torch.zeros_like(t) for t in xs[1:]]
             alpha = self.alpha.for_batch(len(net.groups), idx) if self.alpha else None
-            for _ in range(self.relax_steps):
+            cache: dict = {}  # sigma, sigma' of pre-activations that do not change (first layer)
+            steps = self.relax_steps
+            prev = xs
+            if a is not None and cfg.lambda_init == "zero" and alpha is None:
+                # from the forward pass with lambda = 0 only the outputs move (exactly)
+                xs = first_step_from_forward(net, xs, y, dyn)
+                steps -= 1
+                if not self._outputs_have_children:
+                    for g in range(1, len(net.groups)):  # prime the cache: sigma(a) is the x of the forward pass
+                        if net.groups[g].role != "output":
+                            cache[g] = (a[g], prev[g], net.acts[g].derivative(a[g], prev[g]))
+                else:
+                    a = None
+            for _ in range(steps):
                 prev = xs
-                xs, lams = relax_step(net, xs, lams, y, dyn, alpha, base, a)
-                a = None  # the forward pass's pre-activations serve the first step only
-            terms = weight_grads(net, xs, lams, dyn, base)
+                xs, lams = relax_step(net, xs, lams, y, dyn, alpha, base, a, cache)
+                a = None  # pre-activations from before the step serve only that step
+            terms = weight_grads(net, xs, lams, dyn, base, cache)
             self._accumulate(terms.G, xs, y, lams, prev)
             st.put(idx, xs if cfg.state == "stored" else None,
                    lams if cfg.lambda_init == "stored" else None)
@@ -243,9 +258,16 @@ class Trainer:
         lambda statistics are per group (layer) over the examples of the batch.
         """
         acc = self._acc
-        g2 = sum((G[g] ** 2).sum() for g in range(1, len(G)))
+        g2 = sum(torch.vdot(G[g].flatten(), G[g].flatten()) for g in range(1, len(G)))
         acc["g2"] = acc.get("g2", 0) + g2
         acc["count"] = acc.get("count", 0) + xs[0].shape[0] * sum(self.net.sizes[1:])
+        # |dL/dx| and the lambda statistics are estimated on every 8th batch of the epoch:
+        # they are reports, and computing them on every batch costs more than the step's
+        # small products
+        acc["batches"] = acc.get("batches", 0) + 1
+        if (acc["batches"] - 1) % 8:
+            return
+        acc["dx_count"] = acc.get("dx_count", 0) + xs[0].shape[0] * sum(self.net.sizes[1:])
         if prev is not None:
             dx = sum((xs[g] - prev[g]).abs().sum() for g in range(1, len(xs))) / self.dyn.mu_x
             acc["dx"] = acc.get("dx", 0) + dx
@@ -323,7 +345,7 @@ class Trainer:
         else:
             m["constraint_violation"] = 0.0
         if "dx" in self._acc:
-            m["grad_x"] = float(self._acc["dx"]) / self._acc["count"]
+            m["grad_x"] = float(self._acc["dx"]) / self._acc["dx_count"]
         for g in range(1, len(self.net.groups)):
             if f"lam_n_{g}" in self._acc:
                 m[f"lambda_mean_abs_{g}"] = float(self._acc[f"lam_sum_{g}"]) / max(self._acc[f"lam_n_{g}"], 1)
