@@ -130,47 +130,75 @@ def _layer_names(payload: dict | None, n_groups: int) -> list[str]:
         return names
 
 
-def plot_lambda(rows: list[dict[str, float]], payload: dict | None, path: Path) -> Path | None:
-    """Histograms of the stored lambdas per layer (top) and |lambda| statistics per epoch (bottom)."""
+def lambda_values(payload: dict | None) -> tuple[list[tuple[int, np.ndarray]], str]:
+    """lambda per group for every training example, and where the numbers come from.
+
+    The checkpoint's stored lambda when the run keeps one (--lambda-init stored); otherwise
+    the lambda the next epoch would reach: K relaxation steps from the forward pass with
+    lambda = 0 (the 'predicted' state) at the checkpoint's weights.
+    """
+    if payload is None:
+        return [], "no checkpoint"
+    st = (payload.get("trainer") or {}).get("example_state") or {}
+    stored = [(g, t.float().numpy().ravel()) for g, t in enumerate(st.get("lam") or [])
+              if t is not None and t.numel()]
+    if stored:
+        return stored, "stored in the checkpoint"
+    try:
+        trainer = rebuild_trainer(payload)
+    except LagpropError as e:
+        return [], f"not computed: the run's data could not be reloaded ({e})"
+    if trainer.state is None:
+        return [], "backprop has no multipliers"
+    import torch
+
+    from .dynamics import relax
+    net = trainer.net
+    steps = getattr(trainer, "relax_steps", None) or trainer.cfg.relax_steps or 1
+    alpha = trainer.alpha.for_batch(len(net.groups), None) if trainer.alpha else None
+    with torch.no_grad():
+        _, lams, _ = relax(net, net.split_inputs(trainer.X), trainer.Y, trainer.dyn, steps, alpha=alpha)
+    return ([(g, t.float().cpu().numpy().ravel()) for g, t in enumerate(lams) if t is not None],
+            f"after {steps} relaxation steps from the forward pass, at the checkpoint's weights")
+
+
+def plot_lambda(rows: list[dict[str, float]], payload: dict | None, path: Path) -> tuple[Path | None, str]:
+    """Histograms of lambda per layer (top) and |lambda| statistics per epoch (bottom)."""
     groups = sorted({int(k.rsplit("_", 1)[1]) for r in rows for k in r if k.startswith("lambda_mean_abs_")})
-    lams: list[tuple[int, np.ndarray]] = []
-    if payload is not None:
-        st = (payload.get("trainer") or {}).get("example_state") or {}
-        for g, t in enumerate(st.get("lam") or []):
-            if t is not None and t.numel():
-                lams.append((g, t.float().numpy().ravel()))
+    lams, source = lambda_values(payload) if groups else ([], "")
     if not groups and not lams:
-        return None
+        return None, ""
     n_groups = max([g for g, _ in lams] + groups) + 1
     names = _layer_names(payload, n_groups)
     ncol = max(len(lams), 1)
-    fig, axes = plt.subplots(2, ncol, figsize=(4.6 * ncol, 7), squeeze=False)
+    nrow = 2 if lams else 1
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.6 * ncol, 6.5), 3.6 * nrow), squeeze=False)
     for ax, (g, v) in zip(axes[0], lams):
         ax.hist(v, bins=80, color="#2060b0", log=True)
         ax.set_title(f"lambda, {names[g]}: {v.size} values\nmean |lambda| {np.abs(v).mean():.3g}, "
                      f"max {np.abs(v).max():.3g}", fontsize=9)
-        ax.set_xlabel("lambda (checkpoint's example state)")
+        ax.set_xlabel("lambda")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
-    if not lams:
-        axes[0][0].text(0.5, 0.5, "no stored lambda (no checkpoint, or --lambda-init zero)",
-                        ha="center", va="center", transform=axes[0][0].transAxes, fontsize=9)
-    for ax in axes[0][len(lams):] if lams else []:
-        ax.axis("off")
-    bottom = axes[1][0]
+    if lams:
+        fig.text(0.5, 0.995, f"lambda of every training example, {source}", ha="center", va="top", fontsize=8)
+    bottom = axes[-1][0]
     for k, g in enumerate(groups):
         color = f"C{k}"
         bottom.plot(*_series(rows, f"lambda_mean_abs_{g}"), "-", marker="o", ms=3, color=color,
                     label=f"mean |lambda|, {names[g]}")
         bottom.plot(*_series(rows, f"lambda_max_abs_{g}"), ":", color=color, label=f"max |lambda|, {names[g]}")
-    if groups:
-        bottom.set_yscale("symlog", linthresh=1e-4)
-        bottom.legend(fontsize=7)
+    bottom.set_yscale("symlog", linthresh=1e-4)
+    bottom.legend(fontsize=7)
     bottom.set_xlabel("epoch")
-    bottom.set_title("|lambda| per layer and epoch", fontsize=9)
+    bottom.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    bottom.set_title("|lambda| per layer and epoch (metrics.csv)", fontsize=9)
     bottom.grid(alpha=0.3)
-    for ax in axes[1][1:]:
+    for ax in axes[-1][1:]:
         ax.axis("off")
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if lams else None)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path, source
 
 
 def rebuild_trainer(payload: dict):
@@ -264,9 +292,11 @@ def make_report(run_dir: str | Path, out: str | Path | None = None, support: boo
     images = [("Learning curves", plot_learning_curves(rows, out / "learning_curves.png",
                                                        f"{data_name}, {method}")),
               ("Constraint violation and |dL/dx|", plot_constraint(rows, out / "constraint.png"))]
-    lam_png = plot_lambda(rows, payload, out / "lambda.png")
+    lam_png, source = plot_lambda(rows, payload, out / "lambda.png")
     if lam_png is not None:
         images.append(("lambda per layer", lam_png))
+        if source.startswith(("no ", "not ")):
+            notes.append(f"lambda histograms: {source}")
     else:
         notes.append("no lambda statistics (backprop has no multipliers)")
     l1 = float(train_cfg.get("l1", 0) or 0)
