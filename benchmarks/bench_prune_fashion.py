@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--round-alpha", type=float, default=0.03)
     ap.add_argument("--transition-examples", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lambda-init", default="stored",
+                    help="lambda between visits for the l1 runs (default stored: it keeps the l1 reaction, Eq. 7)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-prune-fashion")
     args = ap.parse_args()
@@ -54,6 +56,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    l1cfg = replace(cfg, lambda_init=args.lambda_init)  # also used, with l1 = 0, to retrain pruned nets
     started = time.time()
 
     def fresh() -> Network:
@@ -77,7 +80,7 @@ def main() -> None:
     sweep, sweep_ft = [], []
     print("alpha    hidden  weights  pruned_acc  retrained_acc  outputs_changed  train_loss  lambda>1e-3")
     for alpha in [float(a) for a in args.alphas.split(",")]:
-        tr = Trainer(fresh(), data, replace(cfg, l1=alpha))
+        tr = Trainer(fresh(), data, replace(l1cfg, l1=alpha))
         tr.fit()
         small, info = prune_straw(tr)
         tran = transition(small, tr)
@@ -85,7 +88,7 @@ def main() -> None:
                "test_accuracy": info["test_accuracy"], "before_prune": info["test_accuracy_before_prune"],
                "train_output_max_change": info["train_output_max_change"], **tran}
         if args.finetune:
-            Trainer(small, data, replace(cfg, epochs=args.finetune)).fit()
+            Trainer(small, data, replace(l1cfg, epochs=args.finetune)).fit()
             sweep_ft.append({**row, "test_accuracy": accuracy(small, tr.Xt, tr.Yt), "weights": count_weights(small)})
         sweep.append(row)
         ft = f"{sweep_ft[-1]['test_accuracy']:.4f}" if args.finetune else "-"
@@ -98,7 +101,7 @@ def main() -> None:
     if args.rounds:
         print("round  alpha   hidden  test_acc  train_loss  lambda>1e-3")
         rounds, _ = learn_and_prune(
-            fresh(), data, replace(cfg, l1=args.round_alpha), rounds=args.rounds, growth=2.0,
+            fresh(), data, replace(l1cfg, l1=args.round_alpha), rounds=args.rounds, growth=2.0,
             finetune_epochs=args.finetune,
             callback=lambda r: print(f"{r['round']:>5}  {r['alpha']:<7g} {r['hidden']:>6}  {r['test_accuracy']:.4f}"
                                      f"    {r['train_loss']:.4f}      {r['support_fraction']:.3f}", flush=True))
