@@ -209,9 +209,10 @@ class SeqTrainer:
     (``state='predicted'``) or stored per example and step (``'stored'``); lambda and mu
     stored (``lambda_init='stored'``) or zero; ``relax_steps`` Jacobi sweeps over all steps
     at once (0: T + 1, the depth of the unrolled graph); one weight step with dL/dw / batch
-    at the relaxed state.  ``backprop`` is BPTT
-    by autograd on the same cell, batches and optimizer.  The loss follows the task: mse for
-    regression, soft-max cross-entropy at every target step for classification.
+    at the relaxed state.  ``backprop`` is BPTT by autograd on the same cell, batches and
+    optimizer.  The loss follows the task: mse for regression, soft-max cross-entropy at
+    every target step for classification.  ``cfg.extra``: ``lr_schedule`` ('constant' or
+    'cosine') and ``clip`` (gradient-norm clipping, both methods alike; 0 is off).
     """
 
     def __init__(self, cell: RNNCell, data, cfg) -> None:
