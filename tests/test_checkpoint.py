@@ -179,7 +179,8 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
 # ---------------------------------------------------------------- divergence and Ctrl-C
 def test_divergence_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path, capsys):
     run = tmp_path / "d"
-    rc = main(SMALL + ["--epochs", "30", "--method", "bdmm", "--mu-x", "50", "--batch-size", "0", "--state", "stored", "--lambda-init", "stored", "--out", str(run)])
+    rc = main(SMALL + ["--epochs", "30", "--method", "bdmm", "--mu-x", "50", "--batch-size", "0", "--state", "stored",
+                       "--lambda-init", "stored", "--out", str(run)])
     err = capsys.readouterr().err
     assert rc == 3
     assert "diverged" in err and "likely cause" in err and "--mu-x" in err and err.count("\n") == 1
