@@ -84,3 +84,24 @@ def test_missing_or_broken_model(trained, tmp_path, capsys):
     (tmp_path / "model.pt").write_bytes(b"garbage")
     assert main(["predict", "--model", str(tmp_path), "--input", str(tmp_path / "in.csv")]) == 2
     assert "not a readable lagprop model" in capsys.readouterr().err
+
+
+def test_regression_predictions(tmp_path):
+    """A float target makes a regression model; its predictions track y = a - 2b."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 2)).round(4)
+    y = X[:, 0] - 2 * X[:, 1]
+    write_csv(tmp_path / "r.csv", ["a", "b", "y"], [[*r, round(t, 4) + 0.00001] for r, t in zip(X, y)])
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "r.csv"), "--hidden", "8", "--epochs", "15", "--lr", "0.03",
+                 "--loss", "mse", "--output-activation", "identity", "--quiet", "--device", "cpu",
+                 "--out", str(run)]) == 0
+    Xn = rng.normal(size=(100, 2)).round(4)
+    write_csv(tmp_path / "n.csv", ["a", "b"], Xn)
+    assert main(["predict", "--model", str(run), "--input", str(tmp_path / "n.csv"),
+                 "--output", str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["prediction"]
+    pred = np.array([float(r["prediction"]) for r in rows])
+    assert np.corrcoef(pred, Xn[:, 0] - 2 * Xn[:, 1])[0, 1] > 0.9

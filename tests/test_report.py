@@ -64,3 +64,12 @@ def test_report_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "metrics.csv" in err and err.count("\n") == 1
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_own_support_map_without_lagprop_support(l1_run, tmp_path, monkeypatch):
+    """Without lagprop.support the report draws its own map (straw = hidden x = 0 in the forward pass)."""
+    import sys
+    monkeypatch.setitem(sys.modules, "lagprop.support", None)  # import fails
+    md = make_report(l1_run, tmp_path / "own").read_text()
+    _image_ok(tmp_path / "own" / "support_map.png")
+    assert "](support_map.png)" in md
