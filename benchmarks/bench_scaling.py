@@ -12,9 +12,11 @@ with skip arcs
 
 fits the exponents of time ~ |A|^p and time ~ l^q by least squares on log-log, and times
 one backpropagation pass (forward, loss, backward: autograd) on the same network and the
-same examples in the same run, for the ratio.  All sizes have l |A| >= 12.8M, past the
+same examples in the same run, for the ratio.  All sizes have l |A| >= 6.4M, past the L2
 caches: below that a sweep and a backprop pass both run faster per arc, which bends a
-log-log fit without saying anything about the algorithm.  Run with ``nice``; it takes a
+log-log fit without saying anything about the algorithm.  Times are CPU seconds of this
+process on one thread (the least of a few runs), so that other jobs on a shared machine
+disturb them less than they disturb wall time.  Run with ``nice``; it takes a
 few minutes and a few GB of memory::
 
     nice python benchmarks/bench_scaling.py            # full sizes
@@ -61,15 +63,15 @@ def layered_dag(n_arcs: int, fan_in: int = 16, levels: int = 3, n_out: int = 10,
 
 
 def _time(fn, repeats: int) -> float:
-    """Median CPU seconds of this process (one thread: the compute itself, robust to other
-    jobs competing for the cores of a shared machine, unlike wall time)."""
+    """Least CPU seconds of this process over the runs (one thread: the compute itself; other
+    jobs on a shared machine can only add to it, through the caches and memory bus)."""
     fn()  # warm-up
     out = []
     for _ in range(repeats):
         t = time.process_time()
         fn()
         out.append(time.process_time() - t)
-    return statistics.median(out)
+    return min(out)
 
 
 def measure(graph: Graph, n_ex: int, repeats: int, seed: int = 0,
@@ -111,16 +113,16 @@ def fit(xs: list[float], ts: list[float]) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not the figures)")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs after a warm-up; the median counts")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs after a warm-up; the least counts")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, so that CPU time is compute time)")
     p.add_argument("--parents-first", action="store_true", help="also time parents-first sweeps")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
         arcs, ell_fixed, ells, arcs_fixed = [4000, 8000, 16000, 32000, 64000], 64, [16, 32, 64, 128, 256], 16000
-    else:  # l |A| >= 12.8M: every size past the caches (smaller sizes run faster per arc and bend the fit)
-        arcs, ell_fixed = [50_000, 100_000, 200_000, 400_000, 800_000], 256
-        ells, arcs_fixed = [256, 512, 1024, 2048, 4096], 50_000
+    else:  # l |A| >= 6.4M: every size past the L2 caches (smaller ones run faster per arc)
+        arcs, ell_fixed = [25_000, 50_000, 100_000, 200_000, 400_000], 256
+        ells, arcs_fixed = [128, 256, 512, 1024, 2048], 50_000
     rows = []
     print(f"{'arcs':>8} {'examples':>8} {'neurons':>8} {'local s':>9} {'parents-1st s':>13} {'backprop s':>10} "
           f"{'ratio':>6} {'ratio p-1st':>11}")
@@ -137,9 +139,12 @@ def main() -> None:
         xs = [r[col] for r in sel]
         p_loc, p_bp = fit(xs, [r[3] for r in sel]), fit(xs, [r[4] for r in sel])
         ratio = statistics.median(r[3] / r[4] for r in sel)
-        ratio_f = statistics.median(r[5] / r[4] for r in sel)
-        print(f"exponent in {label}: local sweep {p_loc:.3f} (parents first {fit(xs, [r[5] for r in sel]):.3f}), "
-              f"backprop {p_bp:.3f}; median ratio local/backprop {ratio:.2f} (parents first {ratio_f:.2f})")
+        extra = ""
+        if args.parents_first:
+            extra = (f" (parents first: exponent {fit(xs, [r[5] for r in sel]):.3f}, "
+                     f"ratio {statistics.median(r[5] / r[4] for r in sel):.2f})")
+        print(f"exponent in {label}: local sweep {p_loc:.3f}, backprop {p_bp:.3f}; "
+              f"median ratio local/backprop {ratio:.2f}{extra}")
 
 
 if __name__ == "__main__":
