@@ -108,7 +108,8 @@ class GNN(nn.Module):
 
     def __init__(self, n_features: int, n_classes: int, state_dims: Sequence[int] = (16,),
                  readout_hidden: int = 16, activation: str = "tanh", aggregation: str = "sum",
-                 level: str = "node", pool: str = "sum", generator: torch.Generator | None = None) -> None:
+                 level: str = "node", pool: str = "sum", generator: torch.Generator | None = None,
+                 readout_from: str = "transition") -> None:
         super().__init__()
         if aggregation not in AGGREGATIONS or pool not in AGGREGATIONS:
             raise ConfigError(f"aggregation and pooling must be one of {AGGREGATIONS}")
@@ -116,6 +117,9 @@ class GNN(nn.Module):
             raise ConfigError(f"readout level must be one of {LEVELS}, got {level!r}")
         if not state_dims or min(state_dims) < 1 or readout_hidden < 0:
             raise ConfigError("--state-dim must be >= 1 and --state-layers >= 1; --readout-hidden >= 0")
+        if readout_from not in ("transition", "state"):
+            raise ConfigError(f"readout_from must be 'transition' or 'state', got {readout_from!r}")
+        self.readout_from = readout_from
         self.dims, self.n_features, self.n_classes = list(state_dims), n_features, n_classes
         self.act, self.aggregation, self.level, self.pool = get_activation(activation), aggregation, level, pool
         self.activation_name = activation
@@ -183,8 +187,13 @@ class GNN(nn.Module):
         return [torch.zeros(batch.n_nodes, d, dtype=f.dtype, device=f.device) for d in self.dims]
 
     # -- readout g ----------------------------------------------------------------------
-    def readout_input(self, xs: Sequence[Tensor], batch: GraphBatch) -> Tensor:
-        r = torch.cat([xs[-1], batch.features], 1)
+    def readout_input(self, xs: Sequence[Tensor], batch: GraphBatch, last: Tensor | None = None) -> Tensor:
+        """[x^K_v, l_v] per node (pooled per graph); with readout_from='transition' sigma(a^K_v)
+        replaces x^K_v (``last``, when the caller has it), which is x^K_v at a fixed point."""
+        if last is None:
+            last = xs[-1] if self.readout_from == "state" else self.act.fn(
+                self.preactivation(len(self.dims) - 1, xs, batch, self.arc_weights(batch)))
+        r = torch.cat([last, batch.features], 1)
         if self.level == "node":
             return r
         pooled = torch.zeros(batch.n_graphs, r.shape[1], dtype=r.dtype, device=r.device)
@@ -242,24 +251,16 @@ def gradients(model: GNN, batch: GraphBatch, xs: Sequence[Tensor], lams: Sequenc
     K, w = len(model.dims), model.arc_weights(batch)
     Ax = [model.agg(batch, w, xs[k]) for k in range(K)]
     z = [model.layer_input(k, xs, batch) for k in range(K)]
-    G, m = [], []
+    G, m, dsig = [], [], []
     for k in range(K):
         a = Ax[k] @ model.W1[k].T + z[k] @ model.W2[k].T + model.b[k]
         s = model.act.fn(a)
         G.append(xs[k] - s)
-        m.append((lams[k] + rho * G[k]) * model.act.derivative(a, s))     # lambda~ sigma'(a)
-    dx = []
-    for k in range(K):
-        d = lams[k] + rho * G[k] - model.agg_t(batch, w, m[k] @ model.W1[k])
-        if k + 1 < K:
-            d = d - (m[k + 1] @ model.W2[k + 1])[:, :model.dims[k]]
-        dx.append(d)
-    dW1 = [-(m[k].T @ Ax[k]) for k in range(K)]
-    dW2 = [-(m[k].T @ z[k]) for k in range(K)]
-    db = [-m[k].sum(0) for k in range(K)]
+        dsig.append(model.act.derivative(a, s))
+        m.append((lams[k] + rho * G[k]) * dsig[k])     # lambda~ sigma'(a)
     # readout: an ordinary small net, differentiated by hand (o = U2 tanh(U1 r + c1) + c2)
     y, mask = model.targets(batch)
-    r = model.readout_input(xs, batch)
+    r = model.readout_input(xs, batch, last=s if model.readout_from == "transition" else xs[-1])
     h = r @ model.U1.T + model.c1
     if model.readout_hidden:
         t = torch.tanh(h)
@@ -276,7 +277,19 @@ def gradients(model: GNN, batch: GraphBatch, xs: Sequence[Tensor], lams: Sequenc
         if model.pool == "mean":
             dr = dr / model.graph_sizes(batch)[:, None]
         dr = dr[batch.graph_index]
-    dx[-1] = dx[-1] + dr
+    if model.readout_from == "transition":
+        m[-1] = m[-1] - dr * dsig[-1]   # the loss reaches sigma(a^K) like -lambda: m^K <- m^K - dv/ds sigma'
+    dx = []
+    for k in range(K):
+        d = lams[k] + rho * G[k] - model.agg_t(batch, w, m[k] @ model.W1[k])
+        if k + 1 < K:
+            d = d - (m[k + 1] @ model.W2[k + 1])[:, :model.dims[k]]
+        dx.append(d)
+    if model.readout_from == "state":
+        dx[-1] = dx[-1] + dr
+    dW1 = [-(m[k].T @ Ax[k]) for k in range(K)]
+    dW2 = [-(m[k].T @ z[k]) for k in range(K)]
+    db = [-m[k].sum(0) for k in range(K)]
     by_param = {id(p): g for p, g in zip(model.W1, dW1)}
     by_param.update({id(p): g for p, g in zip(model.W2, dW2)})
     by_param.update({id(p): g for p, g in zip(model.b, db)})
@@ -373,12 +386,13 @@ class GNNTrainConfig:
     eval_every: int = 50
     loss: str = "ce"
     contraction: float = 0.9    # keep ||W1|| ||A||_inf <= this after every weight step (0: off)
+    predict_sweeps: int = 0     # x predicted by this many fixed-point sweeps from the stored x (0: pure LP-GNN)
 
     def validate(self) -> None:
         if self.method not in ("mdmm", "bdmm", "backprop"):
             raise ConfigError(f"unknown method {self.method!r} for a graph task; choose mdmm, bdmm or backprop")
-        for name in ("epochs", "relax_steps", "unroll", "max_iter", "eval_every"):
-            if getattr(self, name) < (0 if name == "epochs" else 1):
+        for name in ("epochs", "relax_steps", "unroll", "max_iter", "eval_every", "predict_sweeps"):
+            if getattr(self, name) < (0 if name in ("epochs", "predict_sweeps") else 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.contraction < 1:
             raise ConfigError(f"--contraction must be in [0, 1) (0: off), got {self.contraction}")
@@ -418,6 +432,10 @@ class GNNTrainer:
             self.violation = residual(self.model, self.train, [x.detach() for x in xs])
             return
         with torch.no_grad():
+            if cfg.predict_sweeps:  # "a sort of prediction" of x (MATH.md): sweeps with the current weights
+                w = self.model.arc_weights(self.train)
+                for _ in range(cfg.predict_sweeps):
+                    self.xs = transition_sweep(self.model, self.train, self.xs, w)
             for r in range(cfg.relax_steps):
                 g = gradients(self.model, self.train, self.xs, self.lams, self.rho, cfg.loss)
                 if r == cfg.relax_steps - 1:       # joint Jacobi step: w, x and lambda from the same state

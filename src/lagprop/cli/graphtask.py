@@ -34,19 +34,28 @@ GRAPH_DEFAULTS = {
     "subgraph": {"epochs": 2000, "lr": 0.01, "relax_steps": 3},
 }
 KARATE_TEST_FRACTION = 0.5   # karate's node split when --test-fraction is not given
+MODEL_DEFAULT = {"karate": (16, 1, 16), "clique": (16, 1, 16), "subgraph": (32, 2, 32)}  # dim, layers, readout
+PREDICT_DEFAULT = {"karate": 0, "clique": 0, "subgraph": 2}
 AGG_DEFAULT = {"karate": "mean", "clique": "sum", "subgraph": "sum"}
 
 
 def add_graph_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("graph neural networks (--dataset karate, clique, subgraph)")
-    g.add_argument("--state-dim", type=int, default=16, help="state units per node and layer (default 16)")
-    g.add_argument("--state-layers", type=int, default=1, help="state layers, each constrained (default 1)")
-    g.add_argument("--readout-hidden", type=int, default=16, help="tanh units of the readout; 0: linear (default 16)")
+    g.add_argument("--state-dim", type=int, default=None,
+                   help="state units per node and layer (default 16; subgraph 32)")
+    g.add_argument("--state-layers", type=int, default=None,
+                   help="state layers, each constrained (default 1; subgraph 2)")
+    g.add_argument("--readout-hidden", type=int, default=None,
+                   help="tanh units of the readout; 0: linear (default 16; subgraph 32)")
     g.add_argument("--gnn-activation", default="tanh", help="state transition activation (default tanh)")
     g.add_argument("--aggregation", default=None, choices=("sum", "mean"),
                    help="neighbour aggregation (default: mean for karate, sum otherwise)")
     g.add_argument("--contraction", type=float, default=0.9,
                    help="keep ||W1|| * max in-degree <= this so the fixed point is unique (0: off; default 0.9)")
+    g.add_argument("--predict-sweeps", type=int, default=None,
+                   help="mdmm/bdmm: predict x by this many fixed-point sweeps from the stored x before the "
+                        "relaxation steps of each epoch (0: pure LP-GNN, x only moved by the Lagrangian; "
+                        "default: per task)")
     g.add_argument("--unroll", type=int, default=10, help="backprop: fixed-point sweeps unrolled (default 10)")
     g.add_argument("--max-iter", type=int, default=500, help="inference: fixed-point sweeps at most (default 500)")
     g.add_argument("--fp-tol", type=float, default=1e-5, help="inference: stop when max |dx| <= this (default 1e-5)")
@@ -78,7 +87,9 @@ def graph_config(args: argparse.Namespace, given: set[str]) -> GNNTrainConfig:
     cfg = GNNTrainConfig(method=args.method, lr=vals["lr"], epochs=vals["epochs"], relax_steps=vals["relax_steps"],
                          weight_decay=args.weight_decay, mu_x=args.mu_x, mu_lambda=args.mu_lambda, rho=args.rho,
                          unroll=args.unroll, max_iter=args.max_iter, tol=args.fp_tol, eval_every=args.eval_every,
-                         loss=args.loss, contraction=args.contraction)
+                         loss=args.loss, contraction=args.contraction,
+                         predict_sweeps=PREDICT_DEFAULT[args.dataset] if args.predict_sweeps is None
+                         else args.predict_sweeps)
     cfg.validate()
     return cfg
 
@@ -88,8 +99,12 @@ def run_graph_task(args: argparse.Namespace) -> int:
     cfg = graph_config(args, given)
     if args.graph:
         raise ConfigError("--graph does not apply to graph tasks; the data are the graphs")
-    if args.state_layers < 1 or args.state_dim < 1:
-        raise ConfigError("--state-layers and --state-dim must be >= 1")
+    d_dim, d_layers, d_readout = MODEL_DEFAULT[args.dataset]
+    dim = d_dim if args.state_dim is None else args.state_dim
+    layers = d_layers if args.state_layers is None else args.state_layers
+    readout = d_readout if args.readout_hidden is None else args.readout_hidden
+    if layers < 1 or dim < 1 or readout < 0:
+        raise ConfigError("--state-layers and --state-dim must be >= 1, --readout-hidden >= 0")
     test_fraction = args.test_fraction if "test_fraction" in given else KARATE_TEST_FRACTION
     kw = {"test_fraction": test_fraction} if args.dataset == "karate" else {
         "n_train": args.train_graphs, "n_test": args.test_graphs, "nodes": args.graph_nodes,
@@ -97,12 +112,12 @@ def run_graph_task(args: argparse.Namespace) -> int:
     task = load_graph_task(args.dataset, seed=args.split_seed, **kw)
     device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(args.seed)
-    model = GNN(task.n_features, task.n_classes, [args.state_dim] * args.state_layers, args.readout_hidden,
+    model = GNN(task.n_features, task.n_classes, [dim] * layers, readout,
                 args.gnn_activation, args.aggregation or AGG_DEFAULT[args.dataset], task.level,
                 generator=gen).to(device=device, dtype=dtype)
     trainer = GNNTrainer(model, task.train.to(device, dtype), cfg, task.test.to(device, dtype))
     out = RunDir(args.out or Path("runs") / f"{task.name}-{cfg.method}-seed{args.seed}")
-    model_info = {"state_dims": model.dims, "readout_hidden": args.readout_hidden, "activation": args.gnn_activation,
+    model_info = {"state_dims": model.dims, "readout_hidden": readout, "activation": args.gnn_activation,
                   "aggregation": model.aggregation, "level": model.level, "dtype": args.dtype}
     out.write_config({"train": {**vars(cfg), "seed": args.seed, "device": device},
                       "data": {"dataset": task.name, **task.params}, "gnn": model_info})
