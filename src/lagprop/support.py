@@ -80,7 +80,7 @@ def relaxed_state(trainer) -> tuple[list, list]:
     lams = [None] + (st.get_lambda(None)[1:] if lam_stored else [torch.zeros_like(t) for t in xs[1:]])
     if not stored_x:
         alpha = trainer.alpha.for_batch(len(net.groups), None) if trainer.alpha else None
-        for _ in range(cfg.relax_steps):
+        for _ in range(getattr(trainer, "relax_steps", None) or cfg.relax_steps or 1):  # 0 in cfg: the depth
             xs, lams = relax_step(net, xs, lams, trainer.Y, trainer.dyn, alpha, base)
     return xs, lams
 
