@@ -160,8 +160,17 @@ def make_payload(trainer, args: dict[str, Any] | None = None,
         "graph": trainer.net.graph.to_dict(),
         "args": dict(args or {}),
         "data": dict(data_info or {}),
-        "fingerprint": data_fingerprint(trainer.data.X_train, trainer.data.y_train),
+        "fingerprint": _fingerprint_of(trainer),
     }
+
+
+def _fingerprint_of(trainer) -> str:
+    """The training data's fingerprint, hashed once per trainer (the data do not change)."""
+    fp = getattr(trainer, "_data_fingerprint", None)
+    if fp is None:
+        fp = data_fingerprint(trainer.data.X_train, trainer.data.y_train)
+        trainer._data_fingerprint = fp
+    return fp
 
 
 def check_compatible(payload: dict[str, Any], trainer) -> None:
@@ -174,7 +183,7 @@ def check_compatible(payload: dict[str, Any], trainer) -> None:
             f"the checkpoint was written for another graph ({len(theirs.get('roles', []))} neurons, "
             f"{len(theirs.get('arcs', []))} arcs; this one has {len(mine['roles'])} neurons, "
             f"{len(mine['arcs'])} arcs; differs in {', '.join(diff)}); resume with the same graph")
-    fp = data_fingerprint(trainer.data.X_train, trainer.data.y_train)
+    fp = _fingerprint_of(trainer)
     if payload.get("fingerprint") not in (None, fp):
         raise CheckpointError("the training data differ from those the checkpoint was written with "
                               "(file changed, or another --dataset / --split-seed / --test-fraction); "
