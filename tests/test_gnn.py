@@ -44,17 +44,18 @@ def small_batch(seed: int = 0, graph_y: bool = True):
     return gs, feats, b
 
 
-def model(level="node", agg="sum", dims=(4, 5), readout_hidden=5, act="tanh", seed=1) -> GNN:
+def model(level="node", agg="sum", dims=(4, 5), readout_hidden=5, act="tanh", seed=1, readout_from="transition"):
     return GNN(3, 2, dims, readout_hidden, act, agg, level, "mean",
-               torch.Generator().manual_seed(seed)).to(D)
+               torch.Generator().manual_seed(seed), readout_from).to(D)
 
 
+@pytest.mark.parametrize("readout_from", ["transition", "state"])
 @pytest.mark.parametrize("level", ["node", "graph"])
 @pytest.mark.parametrize("agg", ["sum", "mean"])
 @pytest.mark.parametrize("readout_hidden,rho,act", [(0, 0.0, "tanh"), (5, 0.7, "tanh"), (5, 1.0, "sigmoid")])
-def test_explicit_gradients_match_autograd(level, agg, readout_hidden, rho, act):
+def test_explicit_gradients_match_autograd(level, agg, readout_hidden, rho, act, readout_from):
     _, _, b = small_batch()
-    m = model(level, agg, readout_hidden=readout_hidden, act=act)
+    m = model(level, agg, readout_hidden=readout_hidden, act=act, readout_from=readout_from)
     g = torch.Generator().manual_seed(3)
     xs = [torch.randn(b.n_nodes, d, generator=g, dtype=D, requires_grad=True) for d in m.dims]
     lams = [torch.randn(b.n_nodes, d, generator=g, dtype=D, requires_grad=True) for d in m.dims]
@@ -122,11 +123,11 @@ def test_non_convergence_is_reported():
     assert rel.residual > 0.1 and "NOT converge" in rel.describe()
 
 
-@pytest.mark.parametrize("level", ["node", "graph"])
-def test_saddle_point_weight_gradient_is_the_backprop_gradient(level):
+@pytest.mark.parametrize("level,readout_from", [("node", "transition"), ("graph", "transition"), ("node", "state")])
+def test_saddle_point_weight_gradient_is_the_backprop_gradient(level, readout_from):
     """x = fixed point, lambda = adjoint (dL/dx = 0): dL/dw = d loss / dw through the fixed point."""
     _, _, b = small_batch(1)
-    m = model(level, "sum", dims=(3, 4))
+    m = model(level, "sum", dims=(3, 4), readout_from=readout_from)
     m.project_contractive_(0.5, m.max_in_weight(b))
     xs = relax(m, b, tol=1e-14, max_iter=2000).xs
     lams = [torch.zeros_like(x) for x in xs]

@@ -9,20 +9,26 @@ state is a free variable constrained to equal the state transition of its neighb
 
 agg is the sum or the mean over the in-neighbours (arcs u -> v; an undirected edge is two
 arcs).  A readout g maps the last state layer to outputs, node by node
-(o_v = g([x^K_v, l_v])) or per graph after pooling (o_G = g(pool_{v in G} [x^K_v, l_v]),
-pool = sum or mean: the graph-level readout the public LP-GNN code lacks).  The Lagrangian,
-with MDMM's augmented term (rho = 0: plain BDMM), is::
+(o_v = g([s_v, l_v])) or per graph after pooling (o_G = g(pool_{v in G} [s_v, l_v]),
+pool = sum or mean: the graph-level readout the public LP-GNN code lacks).  By default
+s_v = sigma(a^K_v), the transition's output, as in LP-GNN's code (``readout_from='transition'``;
+'state' reads x^K_v); the two agree at a fixed point, but reading the transition keeps the
+loss from dragging the free states x away from the constraints (the readout otherwise learns
+on displaced states that inference never produces).  The Lagrangian, with MDMM's augmented
+term (rho = 0: plain BDMM), is::
 
     L = sum_{supervised t} v(o_t, y_t) + sum_k sum_v [ lambda^k_v . G^k_v + rho/2 |G^k_v|^2 ]
 
 and, with lambda~ = lambda + rho G and m^k = lambda~^k * sigma'(a^k) (the same shapes as the
 feed-forward Eqs. 3-5 of the paper, the arcs now being the graph's)::
 
-    dL/dx^k      = [k = K] dv/dx^K + lambda~^k - A^T (m^k W1^k) - [k < K] (m^{k+1} W2^{k+1})[:, :d_k]
+    dL/dx^k      = lambda~^k - A^T (m^k W1^k) - [k < K] (m^{k+1} W2^{k+1})[:, :d_k]
     dL/dlambda^k = G^k
     dL/dW1^k = -(m^k)^T (A x^k),   dL/dW2^k = -(m^k)^T z^k,   dL/db^k = -sum_v m^k_v
 
-with A the (weighted) adjacency (A x)_v = agg_{u in ne(v)} x_u.  Everything is vectorised
+with A the (weighted) adjacency (A x)_v = agg_{u in ne(v)} x_u (for 'state', dv/dx^K is
+added to dL/dx^K; for 'transition', m^K <- m^K - dv/ds * sigma'(a^K): the loss acts on
+sigma(a^K) exactly where -lambda~^K does).  Everything is vectorised
 over all nodes of all graphs: a batch of graphs is one big disjoint graph, and A and A^T are
 ``index_add_`` over the arc list, never a Python loop over nodes.  Inference on a new graph
 is a relaxation with frozen weights: the fixed-point iteration x^k <- sigma(a^k(x)), with a
