@@ -315,3 +315,12 @@ def test_crash_between_the_renames_falls_back_to_previous(tmp_path, monkeypatch)
     payload, used = read_checkpoint(tmp_path)
     assert used.name == PREVIOUS and payload["i"] == 1
     assert not list(tmp_path.glob("*.tmp"))  # the half-done temporary file is cleaned up
+
+
+def test_overwrite_replaces_the_old_runs_files_only(tmp_path):
+    run = tmp_path / "o"
+    assert main(SMALL + ["--epochs", "2", "--out", str(run)]) == 0
+    (run / "notes.txt").write_text("mine")
+    assert main(SMALL + ["--epochs", "1", "--checkpoint-every", "0", "--out", str(run), "--overwrite"]) == 0
+    assert not (run / CHECKPOINT).exists() and not (run / PREVIOUS).exists()  # none of the old run's
+    assert len(metrics(run)) == 1 and (run / "notes.txt").read_text() == "mine"

@@ -214,8 +214,17 @@ def load_into(trainer, path: str | Path) -> Path:
 def holds_run(folder: str | Path) -> bool:
     """Whether ``folder`` already holds the files of a run (so a new run would replace them)."""
     folder = Path(folder)
-    return folder.is_dir() and any((folder / n).exists() for n in (
-        "config.json", "summary.json", "metrics.csv", "model.pt", CHECKPOINT, PREVIOUS))
+    return folder.is_dir() and any((folder / n).exists() for n in RUN_FILES)
+
+
+RUN_FILES = ("config.json", "summary.json", "metrics.csv", "model.pt", CHECKPOINT, PREVIOUS)
+
+
+def clear_run(folder: str | Path) -> None:
+    """Remove the files of an earlier run (--overwrite); other files in the folder stay."""
+    folder = Path(folder)
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
 
 
 class _Stop(Exception):

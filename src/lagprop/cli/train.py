@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..checkpoint import Session, holds_run, restore
+from ..checkpoint import Session, clear_run, holds_run, restore
 from ..distributed import DistributedTrainer, NullRunDir, init_from_env, shutdown
 from ..errors import ConfigError
 from ..graph import Graph
@@ -114,6 +114,8 @@ def _run(args: argparse.Namespace, cfg, ctx) -> int:
     if not resume and not args.overwrite and (ctx is None or ctx.is_main) and holds_run(out_path):
         raise ConfigError(f"--out {str(out_path)!r} already holds a run; continue it with --resume {out_path}, "
                           "replace it with --overwrite, or choose another --out")
+    if not resume and args.overwrite and (ctx is None or ctx.is_main):
+        clear_run(out_path)  # the old run's files go only now, after every check has passed
     out = RunDir(out_path) if ctx is None or ctx.is_main else NullRunDir(out_path)
     out.write_config({"train": cfg.to_dict(), "data": vars_of_data(args), "graph": graph.summary(),
                       "args": saved_args(args)})
