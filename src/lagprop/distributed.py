@@ -73,6 +73,14 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def world_size() -> int:
+    """The number of processes torchrun started (1 outside torchrun)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
+    except ValueError:
+        return 1
+
+
 def init_from_env(device: str) -> DistContext | None:
     """Join the process group that torchrun's environment describes; None when not launched so.
 

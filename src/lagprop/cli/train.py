@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..checkpoint import Session, clear_run, holds_run, restore
-from ..distributed import DistributedTrainer, NullRunDir, init_from_env, shutdown
+from ..distributed import DistributedTrainer, NullRunDir, init_from_env, shutdown, world_size
 from ..errors import ConfigError
 from ..graph import Graph
 from ..runs import RunDir
@@ -83,6 +83,8 @@ class Progress:
 
 def run(args: argparse.Namespace) -> int:
     args = prepare_args(args)  # --config FILE.toml, --resume DIR (cli/common.py)
+    if (is_sequence_task(args.dataset) or is_graph_task(args.dataset)) and world_size() > 1:
+        raise ConfigError(f"--dataset {args.dataset} trains in one process only; run it without torchrun")
     if is_sequence_task(args.dataset):  # recurrent nets over sequences (cli/sequence.py)
         return run_sequence(args)
     if is_graph_task(args.dataset):  # graph neural networks, LP-GNN (cli/graphtask.py)
