@@ -29,7 +29,7 @@ SETTINGS = {  # per task: model and training settings used for both methods
     "karate": dict(dims=(16,), readout_hidden=16, aggregation="mean", epochs=300, relax_steps=3,
                    task={"test_fraction": 0.5}),
     "clique": dict(dims=(16,), readout_hidden=16, aggregation="sum", epochs=2000, relax_steps=3, task={}),
-    "subgraph": dict(dims=(32, 32), readout_hidden=32, aggregation="sum", epochs=2000, relax_steps=3, task={}),
+    "subgraph": dict(dims=(32,), readout_hidden=32, aggregation="sum", epochs=1500, relax_steps=3, task={}),
 }
 
 

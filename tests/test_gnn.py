@@ -167,7 +167,9 @@ def test_generated_tasks_are_seeded_and_labelled_correctly():
         assert y[v] == int(nx.node_clique_number(G, v) >= 5)
     assert 0.3 < y.mean() < 0.8
     s = subgraph_task(seed=1, n_train=10, n_test=5)
-    assert s.train.features.shape == (100, 1) and s.train.node_y.sum() >= 50   # every graph holds a copy
+    assert s.train.features.shape == (100, 11) and s.train.node_y.sum() >= 50   # every graph holds a copy
+    assert torch.equal(s.train.features.argmax(1), subgraph_task(seed=1, n_train=10, n_test=5, encoding="scalar")
+                       .train.features[:, 0].round().clamp(0, 10).long())
     with pytest.raises(ConfigError):
         clique_task(clique=20)
 

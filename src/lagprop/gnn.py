@@ -392,6 +392,7 @@ class GNNTrainConfig:
     eval_every: int = 50
     loss: str = "ce"
     contraction: float = 0.9    # keep ||W1|| ||A||_inf <= this after every weight step (0: off)
+    lr_schedule: str = "cosine"  # 'cosine' (lr to 0 over the epochs) or 'constant'
     predict_sweeps: int = 0     # x predicted by this many fixed-point sweeps from the stored x (0: pure LP-GNN)
 
     def validate(self) -> None:
@@ -400,6 +401,8 @@ class GNNTrainConfig:
         for name in ("epochs", "relax_steps", "unroll", "max_iter", "eval_every", "predict_sweeps"):
             if getattr(self, name) < (0 if name in ("epochs", "predict_sweeps") else 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"--lr-schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if not 0 <= self.contraction < 1:
             raise ConfigError(f"--contraction must be in [0, 1) (0: off), got {self.contraction}")
         if not (self.lr > 0 and self.mu_x > 0 and self.mu_lambda >= 0 and self.rho >= 0):
@@ -414,6 +417,8 @@ class GNNTrainer:
         self.model, self.train, self.test, self.cfg = model, train, test, cfg
         self.rho = 0.0 if cfg.method == "bdmm" else cfg.rho
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max(cfg.epochs, 1))
+                      if cfg.lr_schedule == "cosine" else None)
         self.xs = model.zero_state(train)                       # LP-GNN: x = lambda = 0 at the start
         self.lams = [torch.zeros_like(x) for x in self.xs]
         self.rows = float(model.targets(train)[1].sum().clamp(min=1))
@@ -483,6 +488,8 @@ class GNNTrainer:
         while self.epoch < self.cfg.epochs:
             t0 = time.perf_counter()
             self.step()
+            if self.sched is not None:
+                self.sched.step()
             self.seconds += time.perf_counter() - t0
             self.epoch += 1
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
