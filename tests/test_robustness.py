@@ -107,9 +107,6 @@ def _npz(path: Path, **arrays) -> Path:
     return path
 
 
-# numpy leaves the file open when np.load fails on a damaged zip (lagprop.data.read_npz passes it
-# a path): a ResourceWarning at garbage collection, not a user-visible problem.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_malformed_npz(run_dir, tmp_path, capsys):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)

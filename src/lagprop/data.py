@@ -142,7 +142,7 @@ def read_csv(path: str | Path, target: str | None = None,
 
 def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             missing = [k for k in ("X", "y") if k not in z.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {missing}; the file must hold X and y "

@@ -164,7 +164,9 @@ class Trainer:
         self.dyn = cfg.dynamics()
         # K = 0 means one step per layer of depth: with lambda predicted as 0, information
         # crosses one layer per relaxation step, so K >= depth reaches the first layer.
-        self.relax_steps = cfg.relax_steps or max(1, net.depth)
+        # BDMM (rho = 0) needs two steps a layer: lambda must first take up G before the
+        # child sum carries it down, and the weight gradient reads lambda, not lambda + rho G.
+        self.relax_steps = cfg.relax_steps or max(1, net.depth) * (1 if self.dyn.rho > 0 else 2)
         out_groups = {g for g, grp in enumerate(net.groups) if grp.role == "output"}
         self._outputs_have_children = any(b.src in out_groups for b in net.blocks)
         self.epoch = 0
