@@ -74,6 +74,9 @@ def main() -> None:
     print(f"reference {data.n_inputs}-{args.hidden}-{data.n_outputs} on {data.name}, {args.epochs} epochs: "
           f"test {base:.4f} "
           f"({ref.seconds:.0f}s training)", flush=True)
+    tran = transition(ref.net, ref)
+    print(f"  at its alpha = 0 stationary point: train loss {tran['train_loss']:.4f}, "
+          f"share of hidden |lambda| > 1e-3 {tran['support_fraction']:.3f}", flush=True)
     removal = removal_curve(ref.net, ref.X, ref.Y, ref.Xt, ref.Yt, points=16)
 
     # 2. the alpha sweep: l1, prune, retrain
