@@ -32,6 +32,8 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cell-activation", default="tanh", help="recurrent unit activation (default tanh)")
     g.add_argument("--rnn-init", default="orthogonal", help="W init: orthogonal (default), identity, uniform")
     g.add_argument("--rnn-gain", type=float, default=1.0, help="scale of the initial W (default 1)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (0: torch's default); 1 is far faster on a busy CPU")
     g.add_argument("--clip", type=float, default=0.0, help="clip the weight gradient's norm (0: off, default)")
     g.add_argument("--lr-schedule", default="constant", help="constant (default) or cosine (lr to 0 over --epochs)")
 
@@ -47,6 +49,10 @@ def run_sequence(args: argparse.Namespace) -> int:
         # the stored lambda had reached 0.05 (same cell, data, K = 20)
         args.lambda_init = "stored"
     cfg = config_from_args(args)
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg.extra["lr_schedule"] = args.lr_schedule
     if args.clip < 0:
         raise ConfigError(f"--clip must be >= 0 (0: off), got {args.clip}")
