@@ -28,6 +28,7 @@ stationary point of L.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,7 +152,7 @@ class CyclicHooks:
     def predict(self, X: Tensor) -> Tensor:
         out, info = infer(self.net, X, int(self.opts["fp_iters"]), float(self.opts["fp_tol"]),
                           float(self.opts["fp_damping"]), on_fail="warn")
-        if self.last is None or info.residual > self.last.residual or self.last.residual != self.last.residual:
+        if self.last is None or math.isnan(info.residual) or info.residual > self.last.residual:  # keep the worst
             self.last = info
         return out
 
