@@ -24,7 +24,7 @@ from lagprop.recurrent import (
     x_grads_seq,
 )
 from lagprop.tasks import SeqDataset, adding_problem, is_sequence_task, load_sequence_task, parity_task
-from lagprop.train import TrainConfig, register_method
+from lagprop.train import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -191,8 +191,10 @@ def test_stored_state_keeps_the_relaxed_x_and_lambda_of_every_example():
     assert tr.summary()["state_numbers"] == 2 * (400 * 5 * 16 + 400 * 1 * 1)
 
 
-def test_sequence_trainer_rejects_a_method_it_does_not_have():
-    register_method("only-for-graphs", lambda trainer: (lambda idx: None))
+def test_sequence_trainer_rejects_a_method_it_does_not_have(monkeypatch):
+    from lagprop import train as train_mod
+    # registered for this test only (monkeypatch removes it again)
+    monkeypatch.setitem(train_mod._EXTRA_METHODS, "only-for-graphs", lambda trainer: (lambda idx: None))
     ds = SeqDataset("t", np.zeros((2, 3, 1), np.float32), np.zeros((2, 1, 1), np.float32),
                     np.zeros((2, 3, 1), np.float32), np.zeros((2, 1, 1), np.float32), (2,), None)
     with pytest.raises(ConfigError, match="not available for sequences"):
