@@ -6,6 +6,7 @@ under the same machine load; absolute seconds on a shared machine are noisy.
 
     python benchmarks/bench_fashion.py shallow   # a (and c): 784-256-10, batch 256, 20 epochs
     python benchmarks/bench_fashion.py depth     # b: 784-256x4-10, 20 epochs, plus variants
+    python benchmarks/bench_fashion.py align     # b: per-layer gradient alignment with backprop vs K, mu, rho
     python benchmarks/bench_fashion.py time88    # c: seconds until 88 % test accuracy
     python benchmarks/bench_fashion.py memory    # d: peak RSS per method against 2*l*|H u O|
     python benchmarks/bench_fashion.py mnist1d   # e: MLP on MNIST-1D against the published ~68 %
@@ -158,6 +159,41 @@ def cmd_mnist1d(args) -> None:
               f"(published MLP: about {MNIST1D_PUBLISHED_MLP:.0%})")
 
 
+# ------------------------------------------------------------------ b: why depth hurts
+def cmd_align(args) -> None:
+    """Cosine between dL/dw after K relaxation steps and backprop's gradient, per layer.
+
+    One batch at the initial weights, x predicted and lambda zero as in the default: the
+    relaxation carries the loss signal back one layer per step, so K = depth reaches the
+    first layer just in time, while the later layers' states keep moving.
+    """
+    from lagprop.dynamics import forward_state, relax_step, weight_grads
+    from lagprop.lagrangian import loss_value
+    from lagprop.train import targets
+
+    data = load_dataset("fashion-mnist", data_dir=args.data_dir)
+    X = torch.as_tensor(data.X_train[:args.batch_size])
+    Y = torch.as_tensor(targets(data, data.y_train[:args.batch_size]))
+    for hidden in (FASHION_MLP_SHALLOW, FASHION_MLP_DEEP):
+        net = build_network(Graph.mlp([data.n_inputs, *hidden, data.n_outputs]), TrainConfig(seed=args.seed))
+        loss_value("ce", net(X), Y).mean().backward()
+        bp = [p.grad.clone() for p in net.weights]
+        print(f"== 784-{'-'.join(map(str, hidden))}-10: cosine(dL/dw, backprop gradient) per weight layer")
+        for k in (len(hidden) + 1, 2 * (len(hidden) + 1), 30):
+            for mu, rho in ((0.5, 1.0), (0.25, 1.0), (0.5, 2.0)):
+                dyn = replace(TrainConfig(), mu_x=mu, mu_lambda=mu, rho=rho).dynamics()
+                with torch.no_grad():
+                    base = net.input_contribution(X)
+                    xs = forward_state(net, X, base)
+                    lams = [None] + [torch.zeros_like(t) for t in xs[1:]]
+                    for _ in range(k):
+                        xs, lams = relax_step(net, xs, lams, Y, dyn, None, base)
+                    weight_grads(net, xs, lams, dyn, base)
+                cos = [float(torch.nn.functional.cosine_similarity(p.grad.flatten(), b.flatten(), 0))
+                       for p, b in zip(net.weights, bp)]
+                print(f"   K={k:<3} mu={mu:<5} rho={rho:<4}" + " ".join(f"{c:+.3f}" for c in cos), flush=True)
+
+
 # ------------------------------------------------------------------ d: memory
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
@@ -218,7 +254,8 @@ def cmd_memory(args) -> None:
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("shallow", "depth", "time88", "memory", "mnist1d", "all", "_memory-child"))
+    p.add_argument("command", choices=("shallow", "depth", "align", "time88", "memory", "mnist1d", "all",
+                                       "_memory-child"))
     p.add_argument("--epochs", type=int, default=None, help="default 20 (mnist1d: 150)")
     p.add_argument("--batch-size", type=int, default=None, help="default 256 (mnist1d: 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -241,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     if mn and not args.lagrangian:
         args.lagrangian = "lr=0.01"  # the published MLP's Adam learning rate
     commands = {"shallow": cmd_shallow, "depth": cmd_depth, "time88": cmd_time88, "memory": cmd_memory,
-                "mnist1d": cmd_mnist1d, "_memory-child": cmd_memory_child}
+                "mnist1d": cmd_mnist1d, "align": cmd_align, "_memory-child": cmd_memory_child}
     if args.command == "all":
         for name in ("shallow", "depth", "memory"):
             commands[name](args)
