@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if is_graph_task(args.dataset):  # graph neural networks, LP-GNN (cli/graphtask.py)
         return run_graph_task(args)
     cfg = config_from_args(args)
+    if getattr(args, "prune_finetune", 0) < 0:  # checked before training, not after
+        raise ConfigError(f"--prune-finetune must be >= 0 epochs, got {args.prune_finetune}")
     ctx = init_from_env(cfg.device)  # under torchrun: join the process group (distributed.py)
     if ctx is not None:
         cfg.device = ctx.device
