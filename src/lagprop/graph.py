@@ -168,7 +168,7 @@ class Graph:
     def random_dag(cls, n_inputs: int, n_hidden: int, n_outputs: int, n_arcs: int,
                    levels: int = 3, parallel: float = 0.1, seed: int = 0,
                    activations: Sequence[str] = ("relu",), output_activation: str = "identity",
-                   bias: bool = True) -> "Graph":
+                   bias: bool = True) -> Graph:
         """A random DAG with skip arcs and (a fraction ``parallel`` of) parallel arcs.
 
         Hidden neurons are spread over ``levels`` levels; every arc goes from a lower level
