@@ -123,3 +123,24 @@ def test_fast_first_step_equals_the_general_relaxation_step():
         for g in range(1, len(net.groups)):
             torch.testing.assert_close(fast[g], ref_x[g], rtol=0, atol=1e-15)
             assert torch.all(ref_l[g] == 0)
+
+
+@pytest.mark.parametrize("sizes", [[5, 6, 3], [5, 7, 6, 5, 3]])
+def test_wave_timing_gives_each_layer_backprops_direction(sizes):
+    """weight_timing='wave' (predicted x, lambda = 0): every parameter's gradient is parallel
+    to backprop's (oracle: autograd of the mean loss through the forward pass)."""
+    from lagprop.data import Dataset
+    from lagprop.train import TrainConfig, Trainer
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(16, sizes[0], generator=g, dtype=torch.float64).numpy()
+    y = torch.randint(0, sizes[-1], (16,), generator=g).numpy()
+    data = Dataset("t", X, y, X, y, sizes[-1])
+    net = Network(Graph.mlp(sizes, activation="tanh"), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = backprop_grads(net, torch.as_tensor(X), torch.eye(sizes[-1], dtype=torch.float64)[y], "ce")
+    trainer = Trainer(net, data, TrainConfig(batch_size=0, optimizer="sgd", lr=1e-9))
+    assert trainer._wave is not None
+    trainer._step(None)
+    for p, r in zip(net.parameters(), ref):
+        cos = torch.dot(p.grad.flatten(), r.flatten()) / (p.grad.norm() * r.norm())
+        assert cos > 1 - 1e-9, float(cos)

@@ -88,11 +88,12 @@ def relax_step(net: Network, xs: State, lams: State, y: Tensor, dyn: Dynamics,
                alpha: Sequence[Tensor | float | None] | None = None,
                base: Sequence[Tensor | None] | None = None,
                a: Sequence[Tensor | None] | None = None,
-               cache: dict | None = None) -> tuple[State, State]:
+               cache: dict | None = None, return_terms: bool = False):
     """One Jacobi sweep of x-descent and lambda-ascent over a batch (weights fixed).
 
     ``a``, when given, are the pre-activations at ``xs`` (e.g. from the forward pass);
     ``cache`` keeps sigma and sigma' of unchanged pre-activations (see ``evaluate``).
+    Returns the new x and lambda, and with ``return_terms`` also the terms at ``xs``.
     """
     terms = evaluate(net, xs, lams, dyn.rho, base, a, cache)
     sub = alpha if dyn.l1_mode == "subgradient" else None
@@ -105,7 +106,7 @@ def relax_step(net: Network, xs: State, lams: State, y: Tensor, dyn: Dynamics,
             x = soft_threshold(x, dyn.mu_x * alpha[g])
         new_x.append(x)
         new_l.append(torch.add(lams[g], terms.G[g], alpha=dyn.mu_lambda))  # Eq. 5 ascent
-    return new_x, new_l
+    return (new_x, new_l, terms) if return_terms else (new_x, new_l)
 
 
 def first_step_from_forward(net: Network, xs: State, y: Tensor, dyn: Dynamics) -> State:

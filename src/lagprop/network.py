@@ -180,6 +180,24 @@ class Network(nn.Module):
             return len(self.groups) - 1
         return max(levels[i] for i in self.graph.outputs)
 
+    def heights(self) -> list[int | None] | None:
+        """Arcs from each group to the outputs, along the longest path (outputs 0).
+
+        None for a group that reaches no output; None overall when an output group has
+        children or the graph has a cycle (then 'the step at which the error reaches a
+        group' is not defined).
+        """
+        if not self.acyclic or any(self.groups[b.src].role == "output" for b in self.blocks):
+            return None
+        h: list[int | None] = [None] * len(self.groups)
+        for g in reversed(range(1, len(self.groups))):  # groups are in topological order
+            if self.groups[g].role == "output":
+                h[g] = 0
+                continue
+            below = [h[b.dst] for b in self.blocks if b.src == g and h[b.dst] is not None]
+            h[g] = 1 + max(below) if below else None
+        return h
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -316,11 +334,17 @@ class Network(nn.Module):
         return c
 
     def weight_grads(self, xs: Sequence[Tensor], ms: Sequence[Tensor | None],
-                     scale: float = 1.0) -> None:
-        """Write dL/dw = -scale * sum_k m_ki x_kj (Eq. 3) into every parameter's ``.grad``."""
+                     scale: float = 1.0, groups: set[int] | None = None) -> None:
+        """Write dL/dw = -scale * sum_k m_ki x_kj (Eq. 3) into the ``.grad`` of the weights.
+
+        ``groups`` limits it to the arcs into (and biases of) those groups.
+        """
         # scale m once per group (the smaller operand), not every product
-        ms = [None if m is None else m * (-scale) for m in ms]
+        ms = [None if m is None or (groups is not None and g not in groups) else m * (-scale)
+              for g, m in enumerate(ms)]
         for blk in self.blocks:
+            if groups is not None and blk.dst not in groups:
+                continue
             w = self.weights[blk.param]
             m = ms[blk.dst]
             if blk.dense:
@@ -328,6 +352,8 @@ class Network(nn.Module):
             else:
                 w.grad = (m[:, blk.dst_idx] * xs[blk.src][:, blk.src_idx]).sum(0)
         for gi in range(1, len(self.groups)):
+            if groups is not None and gi not in groups:
+                continue
             g = ms[gi].sum(0)
             mask = self.bias_mask(gi)
             self.biases[gi - 1].grad = g if mask is None else g * mask

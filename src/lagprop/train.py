@@ -29,7 +29,7 @@ from torch import Tensor
 from .data import Dataset
 from .dynamics import Dynamics, first_step_from_forward, forward_state, relax_step, weight_grads, zero_state
 from .errors import ConfigError, DivergenceError
-from .lagrangian import loss_value
+from .lagrangian import evaluate, loss_value
 from .network import Network
 from .state import ExampleState, L1Weights
 
@@ -56,6 +56,7 @@ class TrainConfig:
     state: str = "predicted"      # 'predicted' (x by a forward pass) or 'stored'
     lambda_init: str = "zero"     # 'zero' (predicted as 0 each visit) or 'stored'
     x_init: str = "forward"       # first visit of a stored x: 'forward' or 'zero'
+    weight_timing: str = "wave"   # 'wave': each layer's dL/dw when the error reaches it; 'end'
     loss: str = "ce"
     l1: float = 0.0
     l1_mode: str = "prox"
@@ -83,6 +84,8 @@ class TrainConfig:
             raise ConfigError("--state must be 'predicted' or 'stored'")
         if self.lambda_init not in ("stored", "zero"):
             raise ConfigError("--lambda-init must be 'stored' or 'zero'")
+        if self.weight_timing not in ("wave", "end"):
+            raise ConfigError("--weight-timing must be 'wave' or 'end'")
         if self.x_init not in ("forward", "zero"):
             raise ConfigError("--x-init must be 'forward' or 'zero'")
         if self.schedule not in ("sweep", "example"):
@@ -169,6 +172,16 @@ class Trainer:
         self.relax_steps = cfg.relax_steps or max(1, net.depth) * (1 if self.dyn.rho > 0 else 2)
         out_groups = {g for g, grp in enumerate(net.groups) if grp.role == "output"}
         self._outputs_have_children = any(b.src in out_groups for b in net.blocks)
+        # weight_timing 'wave': height -> groups whose weights learn after that relaxation
+        # step; only defined from a forward pass with lambda = 0 and no l1 term on a DAG
+        self._wave: dict[int, set[int]] | None = None
+        heights = net.heights()
+        if (cfg.weight_timing == "wave" and cfg.state == "predicted" and cfg.lambda_init == "zero"
+                and not cfg.l1 and heights is not None and self.dyn.rho > 0):
+            self._wave = {}
+            for g, h in enumerate(heights):
+                if h is not None:
+                    self._wave.setdefault(h, set()).add(g)
         self.epoch = 0
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
@@ -227,6 +240,8 @@ class Trainer:
                             cache[g] = (a[g], prev[g], net.acts[g].derivative(a[g], prev[g]))
                 else:
                     a = None
+                if self._wave is not None:
+                    return self._wave_step(xs, lams, y, a, base, cache, steps, idx)
             for _ in range(steps):
                 prev = xs
                 xs, lams = relax_step(net, xs, lams, y, dyn, alpha, base, a, cache)
@@ -235,6 +250,38 @@ class Trainer:
             self._accumulate(terms.G, xs, y, lams, prev)
             st.put(idx, xs if cfg.state == "stored" else None,
                    lams if cfg.lambda_init == "stored" else None)
+        self.weight_step()
+
+    def _wave_step(self, xs, lams, y, a, base, cache, steps, idx) -> None:
+        """The relaxation after the first step, with each layer's weights learning as the
+        error reaches it (``weight_timing='wave'``).
+
+        From a forward-pass x with lambda = 0, the first step moves only the outputs; after
+        step s the constraint of a group at height s - 1 above the outputs (arcs to the
+        outputs) has just become violated, while nothing below it has moved yet.  Its
+        incoming weights take Eq. 3 at that state: lambda + rho G of the group times the x
+        of its parents, which are still the forward pass's.  Every weight thus learns from
+        a state its own neuron could recognise locally (its residual just left 0), and the
+        product has backprop's factorisation (a test checks the direction per layer).
+        Groups the error has not reached after K steps learn from the final state.
+        """
+        net, dyn = self.net, self.dyn
+        scale = 1.0 / xs[0].shape[0]
+        done: set[int] = set()
+        prev = xs
+        for k in range(steps):  # step k + 2: its terms are those of the state after step k + 1
+            prev = xs
+            xs, lams, terms = relax_step(net, xs, lams, y, dyn, None, base, a, cache, return_terms=True)
+            a = None
+            ready = self._wave.get(k, set())
+            if ready:
+                net.weight_grads(prev, terms.m, scale, ready)
+                done |= ready
+        terms = evaluate(net, xs, lams, dyn.rho, base, cache=cache)
+        rest = set(range(1, len(net.groups))) - done
+        if rest:
+            net.weight_grads(xs, terms.m, scale, rest)
+        self._accumulate(terms.G, xs, y, lams, prev)
         self.weight_step()
 
     def weight_step(self) -> None:

@@ -73,6 +73,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda-init", default=None,
                    help=f"'stored' or 'zero' (default {d.lambda_init}; 'stored' when --l1 > 0, so that lambda "
                         "keeps the l1 term's reaction, Eq. 7, between visits)")
+    g.add_argument("--weight-timing", default=d.weight_timing,
+                   help="'wave' (default): each layer's dL/dw at the step the error reaches it; 'end': all "
+                        "at the relaxed state (Algorithm 1)")
     g.add_argument("--x-init", default=d.x_init, help="first x of a stored state: 'forward' or 'zero'")
     g.add_argument("--loss", default=d.loss, help="ce (soft-max cross-entropy, default) or mse")
     g.add_argument("--l1", type=float, default=d.l1, help="l1 weight alpha on hidden outputs (default 0)")
@@ -92,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr, weight_decay=args.weight_decay, mu_x=args.mu_x, mu_lambda=args.mu_lambda,
         rho=args.rho, relax_steps=args.relax_steps, state=args.state, lambda_init=args.lambda_init or (
             "stored" if args.l1 > 0 else _DEFAULTS.lambda_init),
-        x_init=args.x_init, loss=args.loss, l1=args.l1, l1_mode=args.l1_mode, schedule=args.schedule, seed=args.seed,
+        x_init=args.x_init, weight_timing=args.weight_timing, loss=args.loss, l1=args.l1, l1_mode=args.l1_mode, schedule=args.schedule, seed=args.seed,
         tol_violation=args.tol_violation, tol_grad=args.tol_grad, device=resolve_device(args.device))
     cfg.validate()
     return cfg
