@@ -95,7 +95,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr, weight_decay=args.weight_decay, mu_x=args.mu_x, mu_lambda=args.mu_lambda,
         rho=args.rho, relax_steps=args.relax_steps, state=args.state, lambda_init=args.lambda_init or (
             "stored" if args.l1 > 0 else _DEFAULTS.lambda_init),
-        x_init=args.x_init, weight_timing=args.weight_timing, loss=args.loss, l1=args.l1, l1_mode=args.l1_mode, schedule=args.schedule, seed=args.seed,
+        x_init=args.x_init, weight_timing=args.weight_timing, loss=args.loss, l1=args.l1, l1_mode=args.l1_mode,
+        schedule=args.schedule, seed=args.seed,
         tol_violation=args.tol_violation, tol_grad=args.tol_grad, device=resolve_device(args.device))
     cfg.validate()
     return cfg
