@@ -88,24 +88,28 @@ def relax_step(net: Network, xs: State, lams: State, y: Tensor, dyn: Dynamics,
                alpha: Sequence[Tensor | float | None] | None = None,
                base: Sequence[Tensor | None] | None = None,
                a: Sequence[Tensor | None] | None = None,
-               cache: dict | None = None, return_terms: bool = False):
+               cache: dict | None = None, return_terms: bool = False,
+               quiet: set[int] | frozenset[int] = frozenset()):
     """One Jacobi sweep of x-descent and lambda-ascent over a batch (weights fixed).
 
     ``a``, when given, are the pre-activations at ``xs`` (e.g. from the forward pass);
     ``cache`` keeps sigma and sigma' of unchanged pre-activations (see ``evaluate``).
     Returns the new x and lambda, and with ``return_terms`` also the terms at ``xs``.
+    ``quiet`` groups sit at the forward pass with lambda = 0 (see ``evaluate``): their
+    lambda stays 0 and their x moves only by what their children send.
     """
-    terms = evaluate(net, xs, lams, dyn.rho, base, a, cache)
+    terms = evaluate(net, xs, lams, dyn.rho, base, a, cache, quiet)
     sub = alpha if dyn.l1_mode == "subgradient" else None
     dx = x_grads(net, xs, terms, y, dyn.loss, sub)
     new_x: State = [xs[0]]
     new_l: State = [None]
     for g in range(1, len(net.groups)):
-        x = torch.add(xs[g], dx[g], alpha=-dyn.mu_x)                       # Eq. 4 descent
+        x = xs[g] if dx[g] is None else torch.add(xs[g], dx[g], alpha=-dyn.mu_x)  # Eq. 4 descent
         if dyn.l1_mode == "prox" and alpha is not None and alpha[g] is not None:
             x = soft_threshold(x, dyn.mu_x * alpha[g])
         new_x.append(x)
-        new_l.append(torch.add(lams[g], terms.G[g], alpha=dyn.mu_lambda))  # Eq. 5 ascent
+        G = terms.G[g]
+        new_l.append(lams[g] if G is None else torch.add(lams[g], G, alpha=dyn.mu_lambda))  # Eq. 5 ascent
     return (new_x, new_l, terms) if return_terms else (new_x, new_l)
 
 

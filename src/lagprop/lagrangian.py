@@ -68,8 +68,12 @@ class Terms:
 def evaluate(net: Network, xs: Sequence[Tensor], lams: Sequence[Tensor | None], rho: float,
              base: Sequence[Tensor | None] | None = None,
              a: Sequence[Tensor | None] | None = None,
-             cache: dict[int, tuple[Tensor, Tensor, Tensor]] | None = None) -> Terms:
+             cache: dict[int, tuple[Tensor, Tensor, Tensor]] | None = None,
+             quiet: set[int] | frozenset[int] = frozenset()) -> Terms:
     """Pre-activations, residuals and the child-sum factors m at state (x, lambda).
+
+    Groups in ``quiet`` are known to sit at their forward-pass x with lambda = 0 (so are
+    all their parents): their G, lambda~ and m are exactly 0 and are left as None.
 
     ``a`` may pass pre-activations already known at this state (they are not recomputed).
     ``cache`` maps a group to ``(a, sigma(a), sigma'(a))`` from an earlier call: while a
@@ -84,6 +88,8 @@ def evaluate(net: Network, xs: Sequence[Tensor], lams: Sequence[Tensor | None], 
     m: list[Tensor | None] = [None] * n
     lam_eff: list[Tensor | None] = [None] * n
     for g in range(1, n):
+        if g in quiet:
+            continue
         hit = cache.get(g) if cache is not None else None
         if hit is not None and hit[0] is a[g]:
             s, ds[g] = hit[1], hit[2]
@@ -111,11 +117,11 @@ def x_grads(net: Network, xs: Sequence[Tensor], terms: Terms, y: Tensor, loss: s
     dv = net.scatter_outputs(loss_grad(loss, net.gather_outputs(xs), y), xs)
     out: list[Tensor | None] = [None] * len(net.groups)
     for g in range(1, len(net.groups)):
-        d = terms.lam_eff[g]
+        d = terms.lam_eff[g]  # None for a quiet group: lambda~ = 0
         if c[g] is not None:
-            d = torch.sub(d, c[g])
+            d = -c[g] if d is None else torch.sub(d, c[g])
         if dv[g] is not None:
-            d = d + dv[g]
+            d = dv[g] if d is None else d + dv[g]
         if alpha is not None and alpha[g] is not None:
             d = d + alpha[g] * torch.sign(xs[g])
         out[g] = d

@@ -324,6 +324,8 @@ class Network(nn.Module):
             if skip_input and blk.src == 0:
                 continue
             m = ms[blk.dst]
+            if m is None:  # a quiet group (m = 0) sends nothing
+                continue
             w = self.weights[blk.param]
             if blk.dense:
                 c[blk.src] = m @ w if c[blk.src] is None else torch.addmm(c[blk.src], m, w)

@@ -182,6 +182,10 @@ class Trainer:
             for g, h in enumerate(heights):
                 if h is not None:
                     self._wave.setdefault(h, set()).add(g)
+            # after step k + 1 the groups more than k arcs above the outputs (or reaching none)
+            # have not moved yet: their G, lambda and m are exactly 0 (see lagrangian.evaluate)
+            self._quiet = [frozenset(g for g in range(1, len(net.groups)) if heights[g] is None or heights[g] > k)
+                           for k in range(self.relax_steps + 1)]
         self.epoch = 0
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
@@ -271,14 +275,17 @@ class Trainer:
         prev = xs
         for k in range(steps):  # step k + 2: its terms are those of the state after step k + 1
             prev = xs
-            xs, lams, terms = relax_step(net, xs, lams, y, dyn, None, base, a, cache, return_terms=True)
+            xs, lams, terms = relax_step(net, xs, lams, y, dyn, None, base, a, cache, return_terms=True,
+                                         quiet=self._quiet[k])
             a = None
             ready = self._wave.get(k, set())
             if ready:
                 net.weight_grads(prev, terms.m, scale, ready)
                 done |= ready
-        terms = evaluate(net, xs, lams, dyn.rho, base, cache=cache)
-        rest = set(range(1, len(net.groups))) - done
+        terms = evaluate(net, xs, lams, dyn.rho, base, cache=cache, quiet=self._quiet[steps])
+        rest = set(range(1, len(net.groups))) - done - self._quiet[steps]
+        for g in self._quiet[steps] - done:  # the error never reached these: dL/dw = 0
+            net.weight_grads(xs, [torch.zeros_like(t) for t in xs], scale, {g})
         if rest:
             net.weight_grads(xs, terms.m, scale, rest)
         self._accumulate(terms.G, xs, y, lams, prev)
@@ -307,7 +314,7 @@ class Trainer:
         lambda statistics are per group (layer) over the examples of the batch.
         """
         acc = self._acc
-        g2 = sum(torch.vdot(G[g].flatten(), G[g].flatten()) for g in range(1, len(G)))
+        g2 = sum(torch.vdot(G[g].flatten(), G[g].flatten()) for g in range(1, len(G)) if G[g] is not None)
         acc["g2"] = acc.get("g2", 0) + g2
         acc["count"] = acc.get("count", 0) + xs[0].shape[0] * sum(self.net.sizes[1:])
         # |dL/dx| and the lambda statistics are estimated on every 8th batch of the epoch:
