@@ -109,7 +109,9 @@ def relax_step(net: Network, xs: State, lams: State, y: Tensor, dyn: Dynamics,
             x = soft_threshold(x, dyn.mu_x * alpha[g])
         new_x.append(x)
         G = terms.G[g]
-        new_l.append(lams[g] if G is None else torch.add(lams[g], G, alpha=dyn.mu_lambda))  # Eq. 5 ascent
+        lam = lams[g]  # None: exactly 0
+        new_l.append(lam if G is None else G * dyn.mu_lambda if lam is None
+                     else torch.add(lam, G, alpha=dyn.mu_lambda))  # Eq. 5 ascent
     return (new_x, new_l, terms) if return_terms else (new_x, new_l)
 
 

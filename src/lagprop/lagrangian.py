@@ -100,7 +100,11 @@ def evaluate(net: Network, xs: Sequence[Tensor], lams: Sequence[Tensor | None], 
             if cache is not None:
                 cache[g] = (a[g], s, ds[g])
         G[g] = xs[g] - s
-        lam_eff[g] = torch.add(lams[g], G[g], alpha=rho) if rho else lams[g]
+        lam = lams[g]  # None: lambda known to be exactly 0 (saves the additions)
+        if lam is None:
+            lam_eff[g] = (G[g] if rho == 1 else G[g] * rho) if rho else torch.zeros_like(G[g])
+        else:
+            lam_eff[g] = torch.add(lam, G[g], alpha=rho) if rho else lam
         m[g] = lam_eff[g] * ds[g]
     return Terms(a, ds, G, m, lam_eff)
 

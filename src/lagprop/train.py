@@ -228,8 +228,12 @@ class Trainer:
                 xs = self.cyclic.initial_state(net, x_in, base)
             else:
                 xs, a = forward_state(net, x_in, base, return_preactivations=True)
-            lams = st.get_lambda(idx) if cfg.lambda_init == "stored" else [None] + [
-                torch.zeros_like(t) for t in xs[1:]]
+            if cfg.lambda_init == "stored":
+                lams = st.get_lambda(idx)
+            elif self._wave is not None and a is not None:
+                lams = [None] * len(xs)  # None: known to be 0 (the wave path skips the additions)
+            else:
+                lams = [None] + [torch.zeros_like(t) for t in xs[1:]]
             alpha = self.alpha.for_batch(len(net.groups), idx) if self.alpha else None
             cache: dict = {}  # sigma, sigma' of pre-activations that do not change (first layer)
             steps = self.relax_steps
@@ -329,7 +333,7 @@ class Trainer:
             acc["dx"] = acc.get("dx", 0) + dx
         if lams is not None:
             for g in range(1, len(lams)):
-                a = lams[g].abs()
+                a = lams[g].abs() if lams[g] is not None else xs[g].new_zeros(xs[g].shape)
                 acc[f"lam_sum_{g}"] = acc.get(f"lam_sum_{g}", 0) + a.sum()
                 acc[f"lam_n_{g}"] = acc.get(f"lam_n_{g}", 0) + a.numel()
                 top = a.max() if a.numel() else a.new_zeros(())
