@@ -152,14 +152,21 @@ def lambda_values(payload: dict | None) -> tuple[list[tuple[int, np.ndarray]], s
         return [], "backprop has no multipliers"
     import torch
 
-    from .dynamics import relax
+    from .dynamics import relax, solve_stationary
     net = trainer.net
-    steps = getattr(trainer, "relax_steps", None) or trainer.cfg.relax_steps or 1
-    alpha = trainer.alpha.for_batch(len(net.groups), None) if trainer.alpha else None
-    with torch.no_grad():
-        _, lams, _ = relax(net, net.split_inputs(trainer.X), trainer.Y, trainer.dyn, steps, alpha=alpha)
-    return ([(g, t.float().cpu().numpy().ravel()) for g, t in enumerate(lams) if t is not None],
-            f"after {steps} relaxation steps from the forward pass, at the checkpoint's weights")
+    x_in = net.split_inputs(trainer.X)
+    if net.acyclic and trainer.alpha is None:
+        # lambda predicted as 0 each visit is not kept; what the multipliers mean is their
+        # value at the stationary point for these weights (Eq. 6: minus backprop's delta)
+        _, lams, _ = solve_stationary(net, x_in, trainer.Y, trainer.cfg.loss)
+        where = "at the stationary point of L in (x, lambda) for the checkpoint's weights (Eq. 6)"
+    else:
+        steps = getattr(trainer, "relax_steps", None) or trainer.cfg.relax_steps or 1
+        alpha = trainer.alpha.for_batch(len(net.groups), None) if trainer.alpha else None
+        with torch.no_grad():
+            _, lams, _ = relax(net, x_in, trainer.Y, trainer.dyn, steps, alpha=alpha)
+        where = f"after {steps} relaxation steps from the forward pass, at the checkpoint's weights"
+    return [(g, t.float().cpu().numpy().ravel()) for g, t in enumerate(lams) if t is not None], where
 
 
 def plot_lambda(rows: list[dict[str, float]], payload: dict | None, path: Path) -> tuple[Path | None, str]:
