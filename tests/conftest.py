@@ -21,6 +21,15 @@ def make_state(net: Network, batch: int, seed: int = 0):
     return x_in, xs, lams, y
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (ms per op on a loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 GRAPHS = {
     "mlp": lambda: Graph.mlp([5, 7, 6, 3], activation="tanh"),
     "mlp_relu": lambda: Graph.mlp([4, 8, 3]),

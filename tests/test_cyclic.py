@@ -20,14 +20,7 @@ from lagprop.lagrangian import loss_value
 from lagprop.network import Network
 from lagprop.train import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (ms per op on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cyclic_graph(n_hidden: int = 6, act: str = "tanh") -> Graph:

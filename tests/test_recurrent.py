@@ -26,14 +26,7 @@ from lagprop.recurrent import (
 from lagprop.tasks import SeqDataset, adding_problem, is_sequence_task, load_sequence_task, parity_task
 from lagprop.train import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (ms per op on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cell(n_in=3, hidden=5, n_out=2, act="tanh", seed=0) -> RNNCell:
