@@ -175,6 +175,7 @@ class Trainer:
         # weight_timing 'wave': height -> groups whose weights learn after that relaxation
         # step; only defined from a forward pass with lambda = 0 and no l1 term on a DAG
         self._wave: dict[int, set[int]] | None = None
+        self._layered_wave = False
         heights = net.heights()
         if (cfg.weight_timing == "wave" and cfg.state == "predicted" and cfg.lambda_init == "zero"
                 and not cfg.l1 and heights is not None and self.dyn.rho > 0):
@@ -186,6 +187,15 @@ class Trainer:
             # have not moved yet: their G, lambda and m are exactly 0 (see lagrangian.evaluate)
             self._quiet = [frozenset(g for g in range(1, len(net.groups)) if heights[g] is None or heights[g] > k)
                            for k in range(self.relax_steps + 1)]
+            # In a strictly layered net (every arc joins adjacent heights, as in an MLP) the
+            # groups behind the wave no longer affect any weight gradient: their children are
+            # done and their parents' updates come only from the front.  They are frozen, so
+            # a step costs what one layer of backprop's backward pass costs.
+            layered = all(b.src == 0 or heights[b.src] == heights[b.dst] + 1 for b in net.blocks)
+            self._layered_wave = layered
+            if layered:
+                self._quiet = [frozenset(g for g in range(1, len(net.groups)) if heights[g] != k)
+                               for k in range(self.relax_steps + 1)]
         self.epoch = 0
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
@@ -276,23 +286,32 @@ class Trainer:
         net, dyn = self.net, self.dyn
         scale = 1.0 / xs[0].shape[0]
         done: set[int] = set()
+        G_learned: list[Tensor | None] = [None] * len(net.groups)  # G where each group learned
         prev = xs
         for k in range(steps):  # step k + 2: its terms are those of the state after step k + 1
             prev = xs
             xs, lams, terms = relax_step(net, xs, lams, y, dyn, None, base, a, cache, return_terms=True,
                                          quiet=self._quiet[k])
-            a = None
-            ready = self._wave.get(k, set())
+            # strictly layered: the front's parents have not moved, so its pre-activation is
+            # still the forward pass's (and sigma, sigma' come from the cache)
+            a = a if self._layered_wave else None
+            ready = self._wave.get(k, set()) - done
             if ready:
                 net.weight_grads(prev, terms.m, scale, ready)
                 done |= ready
-        terms = evaluate(net, xs, lams, dyn.rho, base, cache=cache, quiet=self._quiet[steps])
-        rest = set(range(1, len(net.groups))) - done - self._quiet[steps]
-        for g in self._quiet[steps] - done:  # the error never reached these: dL/dw = 0
+                for g in ready:
+                    G_learned[g] = terms.G[g]
+        rest = set(range(1, len(net.groups))) - done
+        reached = rest - self._quiet[steps]
+        if reached:
+            terms = evaluate(net, xs, lams, dyn.rho, base, a, cache=cache,
+                             quiet=frozenset(range(1, len(net.groups))) - reached)
+            net.weight_grads(xs, terms.m, scale, reached)
+            for g in reached:
+                G_learned[g] = terms.G[g]
+        for g in rest - reached:  # the error never reached these: dL/dw = 0
             net.weight_grads(xs, [torch.zeros_like(t) for t in xs], scale, {g})
-        if rest:
-            net.weight_grads(xs, terms.m, scale, rest)
-        self._accumulate(terms.G, xs, y, lams, prev)
+        self._accumulate(G_learned, xs, y, lams, prev)
         self.weight_step()
 
     def weight_step(self) -> None:
