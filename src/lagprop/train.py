@@ -163,6 +163,7 @@ class Trainer:
         self.Xt = torch.as_tensor(data.X_test, dtype=dt, device=self.device)
         self.Yt = torch.as_tensor(targets(data, data.y_test), dtype=dt, device=self.device)
         self.n = len(self.X)
+        self._zero_output_loss = float(loss_value(cfg.loss, torch.zeros_like(self.Y[:1024]), self.Y[:1024]).mean())
         self.opt = make_optimizer(cfg, net.parameters())
         self.dyn = cfg.dynamics()
         # K = 0 means one step per layer of depth: with lambda predicted as 0, information
@@ -259,7 +260,7 @@ class Trainer:
                 else:
                     a = None
                 if self._wave is not None:
-                    return self._wave_step(xs, lams, y, a, base, cache, steps, idx)
+                    return self._wave_step(xs, lams, y, a, base, cache, steps)
             for _ in range(steps):
                 prev = xs
                 xs, lams = relax_step(net, xs, lams, y, dyn, alpha, base, a, cache)
@@ -270,7 +271,7 @@ class Trainer:
                    lams if cfg.lambda_init == "stored" else None)
         self.weight_step()
 
-    def _wave_step(self, xs, lams, y, a, base, cache, steps, idx) -> None:
+    def _wave_step(self, xs, lams, y, a, base, cache, steps) -> None:
         """The relaxation after the first step, with each layer's weights learning as the
         error reaches it (``weight_timing='wave'``).
 
@@ -446,9 +447,8 @@ class Trainer:
         if m["constraint_violation"] > self.cfg.max_violation:
             self._diverged(f"the constraint violation exploded to {m['constraint_violation']:.3g}")
         # a loss 1e4 times that of the all-zero output (log C for cross-entropy) has exploded
-        ref = float(loss_value(self.cfg.loss, torch.zeros_like(self.Y[:1024]), self.Y[:1024]).mean())
         loss = m.get("train_loss", 0.0)
-        if loss > 1e4 * max(ref, 1e-3):
+        if loss > 1e4 * max(self._zero_output_loss, 1e-3):
             self._diverged(f"the training loss exploded to {loss:.3g}")
         self._check_finite()
 
